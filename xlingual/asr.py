@@ -49,10 +49,15 @@ def budget(utts: list[Utterance], hours: float | None, seed: int = 0) -> list[Ut
     return list(utts) if hours is None else subset_hours(utts, hours, seed)
 
 
-def make_examples(utts: list[Utterance], store: FeatureStore, tokenizer: Tokenizer) -> list[Example]:
-    """Encode each transcript; UnitError names the utterance when a unit is missing from the unit set."""
+def make_examples(utts: list[Utterance], store: FeatureStore, tokenizer: Tokenizer,
+                  strict: bool = True) -> list[Example]:
+    """Encode each transcript; UnitError names the utterance when a unit is missing from the unit set.
+
+    strict=False (dev sets) drops units the model cannot emit, rather than failing on a rare character.
+    """
     return [Example(u.id, store.num_frames(u.id),
-                    tokenizer.encode(tokenizer.to_units(u.text, u.language), where=f"utterance {u.id!r}"))
+                    tokenizer.encode(tokenizer.to_units(u.text, u.language), where=f"utterance {u.id!r}",
+                                     strict=strict))
             for u in utts]
 
 
@@ -63,7 +68,7 @@ def references(utts: list[Utterance], tokenizer: Tokenizer) -> dict[str, str]:
 
 def make_evaluator(store: FeatureStore, dev: list[Utterance], tokenizer: Tokenizer, device_of=None):
     """model -> {"dev_loss", "dev_wer", "dev_cer"}: CTC loss and greedy-decoding error rates on `dev`."""
-    examples = make_examples(dev, store, tokenizer)
+    examples = make_examples(dev, store, tokenizer, strict=False)
     refs = references(dev, tokenizer)
 
     def evaluate(model: torch.nn.Module) -> dict:

@@ -40,7 +40,15 @@ class BeamSearch:
         """logits (B, T, V), lengths (B,) -> best unit ids per utterance (blank removed)."""
         emissions = logits.float().log_softmax(-1).cpu().contiguous()
         hyps = self.decoder(emissions, lengths.cpu().to(torch.int32))
-        return [[int(i) for i in h[0].tokens if i != 0] for h in hyps]
+        out = []
+        for h in hyps:
+            ids = [int(i) for i in h[0].tokens if i != 0]
+            while ids and ids[0] == 1:  # flashlight frames the hypothesis with word boundaries
+                ids.pop(0)
+            while ids and ids[-1] == 1:
+                ids.pop()
+            out.append(ids)
+        return out
 
 
 def transcribe(model: torch.nn.Module, store: FeatureStore, ids: list[str], tokenizer: Tokenizer,

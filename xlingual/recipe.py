@@ -42,3 +42,28 @@ def run_recipe(cfg: RecipeConfig, stage: int = 0, stop_stage: int = len(STAGES) 
         write_json(out / "results.json", results)
         return results
     return None
+
+
+def results_table(paths: list[str | Path]) -> str:
+    """Markdown table of recipe results.json files: language, budget, dev/test WER and CER."""
+    import json
+
+    rows = []
+    for p in paths:
+        r = json.loads(Path(p).read_text(encoding="utf-8"))
+        hours = "all" if r["train_hours"] is None else f"{r['train_hours']:g} h"
+        rows.append((r["language"], -(r["train_hours"] or 1e9), hours, r))
+    lines = ["| language | train budget | dev WER | dev CER | test WER | test CER | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for lang, _, hours, r in sorted(rows, key=lambda x: (x[0], x[1])):
+        lines.append(f"| {lang} | {hours} | {r['dev']['wer']:.1f} | {r['dev']['cer']:.1f} | {r['test']['wer']:.1f} "
+                     f"| {r['test']['cer']:.1f} | {r['wall_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 3 or sys.argv[1] != "collect":
+        sys.exit("usage: python -m xlingual.recipe collect <results.json>...")
+    print(results_table(sys.argv[2:]), end="")

@@ -87,15 +87,21 @@ class Tokenizer:
             return text
         from .espeak import phonemize
 
-        return " ".join(phonemize(text, language).split())
+        # stress marks are dropped: they would double the phone inventory and are not shared across languages
+        ipa = phonemize(text, language).replace("ˈ", "").replace("ˌ", "")
+        return " ".join(ipa.split())
 
     def split(self, unit_text: str) -> list[str]:
         if self.kind == "ipa":
             return split_phones(unit_text)
         return [WORD_SEP if c == " " else c for c in unit_text]
 
-    def encode(self, unit_text: str, where: str = "") -> list[int]:
-        """Unit string (output of to_units) -> ids; raises UnitError naming `where` for unseen units."""
+    def encode(self, unit_text: str, where: str = "", strict: bool = True) -> list[int]:
+        """Unit string (output of to_units) -> ids; raises UnitError naming `where` for unseen units.
+
+        strict=False drops unseen units instead (for dev/test loss: the model cannot emit them anyway, and the
+        error rate is still computed against the full reference text).
+        """
         if self.kind == "spm":
             return [i + 2 for i in self._sp.encode(unit_text)]
         ids, unknown = [], []
@@ -105,7 +111,7 @@ class Tokenizer:
                 unknown.append(u)
             else:
                 ids.append(i)
-        if unknown:
+        if unknown and strict:
             raise UnitError(f"{where or 'text'}: unit(s) {sorted(set(unknown))} are not in the {self.kind} unit set "
                             f"of this model ({self.vocab_size} units); normalize the text, or rebuild the units "
                             f"(a new output layer) for this language")
@@ -116,7 +122,7 @@ class Tokenizer:
         ids = [i for i in ids if i > 0]
         if self.kind == "spm":
             return self._sp.decode([i - 2 for i in ids if i >= 2])
-        sep = "" if self.kind == "char" else " "
+        sep = ""  # units of a word are written together; words are separated by spaces
         words, cur = [], []
         for i in ids:
             if i == 1:

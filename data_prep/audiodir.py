@@ -1,0 +1,43 @@
+"""A folder of audio files (transcripts optional) -> a manifest, e.g. a new language to rank sources for by LID.
+
+    from data_prep.audiodir import prepare_audiodir
+    prepare_audiodir("recordings/lo", "manifests/lo_rank", "lo")   # audio-only: read_manifest(..., require_text=False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from xlingual.corpus import AUDIO_SUFFIXES, ManifestError, fingerprint, prepare_split, read_audio_dir
+
+
+def prepare_audiodir(audio_dir: str | os.PathLike, output_dir: str | os.PathLike, language: str,
+                     split: str = "test", *, strict: bool = False, require_text: bool = False,
+                     suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> dict[str, Path]:
+    """Write `output_dir/<split>.jsonl` for every audio file under `audio_dir` (searched recursively).
+
+    The id is the path below `audio_dir` without suffix, the speaker the first sub-folder (else "unknown"). A
+    transcript, when there is one, is `<stem>.txt` beside the audio; without one the text is empty, which
+    `read_manifest(path, require_text=False)` accepts.
+
+    Args:
+        require_text: skip (or, if strict, raise for) audio without a transcript file.
+        strict: raise on the first bad file instead of skipping it; skips are listed in `<split>.skipped.tsv`.
+    Returns:
+        {split: manifest path}.
+    """
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise ManifestError(f"audio folder not found: {audio_dir}")
+    # Listing fingerprint: adding, removing or changing a file (or a transcript) redoes the split.
+    files = sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in (*suffixes, ".txt"))
+    listing = hashlib.sha1(json.dumps(fingerprint(*files)).encode()).hexdigest()
+    config = {"corpus": "audiodir", "audio_dir": str(audio_dir.resolve()), "suffixes": list(suffixes),
+              "inputs": listing}
+    manifest = prepare_split(output_dir, split, language, config,
+                             lambda report: read_audio_dir(audio_dir, report, suffixes),
+                             strict=strict, require_text=require_text, allow_pipes=False)
+    return {split: manifest}

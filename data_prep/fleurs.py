@@ -1,0 +1,165 @@
+"""Google FLEURS -> manifests, from the raw hub layout or a HF `datasets.Dataset`.
+
+Raw layout (as google/fleurs stores it on the HF hub, e.g. after
+`huggingface-cli download google/fleurs --repo-type dataset --include "data/bn_in/*"`):
+
+    data/<config>/<split>.tsv               no header; columns corpus.FLEURS_COLUMNS; split = train | dev | test
+    data/<config>/audio/<split>.tar.gz      WAV files; extracted in place it gives audio/<split>/*.wav
+
+    from data_prep.fleurs import prepare_fleurs
+    prepare_fleurs("fleurs/data/bn_in", "manifests/fleurs_bn", "bn")
+    prepare_fleurs(load_dataset("google/fleurs", "bn_in"), "manifests/fleurs_bn", "bn")   # a DatasetDict
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+from xlingual.corpus import (ManifestError, fingerprint, prepare_split, read_fleurs_tsv, read_hf_dataset)
+from xlingual.fileio import atomic_path, read_json, write_json
+
+FLEURS_REPO = "google/fleurs"
+SPLITS = ("train", "dev", "test")
+# The hub files say "dev"; the datasets loader calls that split "validation". Either name finds either.
+_ALIASES = {"dev": "validation", "validation": "dev"}
+
+
+def prepare_fleurs(source, output_dir: str | os.PathLike, language: str,
+                   splits: list[str] | tuple[str, ...] | None = None, *, strict: bool = False,
+                   config: str | None = None) -> dict[str, Path]:
+    """Write `output_dir/<split>.jsonl` for FLEURS splits.
+
+    Transcripts are the raw transcriptions, normalized for `language` like every other corpus. FLEURS has no
+    speaker ids (its splits are speaker-disjoint): the speaker is `fleurs-<config or language>-<split>`.
+    In the raw layout, WAV files are referenced in place if `audio/<split>/` is extracted; otherwise
+    `audio/<split>.tar.gz` is extracted into `output_dir/fleurs_audio/<split>/` (the corpus folder is only
+    read). HF audio (bytes) is decoded with soundfile and saved as 16 kHz WAV under `output_dir/audio/<split>/`.
+
+    Args:
+        source: the raw layout (`data/<config>` folder, or the repo/`data` folder with `config`); a
+            `datasets.Dataset` (one split: `splits` or its own `.split` names it) or `DatasetDict`; or a config
+            name such as "bn_in", loaded with `load_dataset("google/fleurs", config)` (needs the network).
+        splits: default: train, dev, test (a Dataset: its own split).
+        strict: raise on the first bad utterance (naming file:line or dataset[row] and the fix) instead of
+            skipping it; skips are listed in `<split>.skipped.tsv` and counted in `<split>.report.json`.
+    Returns:
+        {split: manifest path}.
+    """
+    if isinstance(source, (str, os.PathLike)) and Path(source).exists():
+        return _prepare_raw(Path(source), Path(output_dir), language, splits or SPLITS, strict, config)
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and ("/" in source or os.sep in source)):
+        raise ManifestError(f"FLEURS folder not found: {source}")  # config names ("bn_in") have no slashes
+    if isinstance(source, str):
+        return _prepare_hub(source, Path(output_dir), language, splits or SPLITS, strict)
+    if hasattr(source, "column_names") and isinstance(source.column_names, list):  # one datasets.Dataset
+        if splits is None:
+            if source.split is None:
+                raise ValueError("this Dataset does not know its split; pass splits=['train'] (one name)")
+            splits = [str(source.split)]
+        if len(splits) != 1:
+            raise ValueError(f"a Dataset is one split; pass one split name, not {list(splits)}")
+        return {splits[0]: _prepare_dataset(source, Path(output_dir), language, splits[0], strict, config)}
+    if hasattr(source, "keys"):  # datasets.DatasetDict
+        out = {}
+        for split in splits or SPLITS:
+            key = split if split in source else _ALIASES.get(split)
+            if key not in source:
+                raise ManifestError(f"split {split!r} is not in the DatasetDict (splits: {list(source.keys())})")
+            out[split] = _prepare_dataset(source[key], Path(output_dir), language, split, strict, config)
+        return out
+    raise ManifestError(f"FLEURS source not found or not understood: {source!r} (a folder, a config name, a "
+                        f"Dataset or a DatasetDict)")
+
+
+def _config_dir(root: Path, config: str | None) -> Path:
+    """The folder holding `<split>.tsv`: `root` itself, or `root/data/<config>`, `root/<config>`."""
+    candidates = [root] + ([root / "data" / config, root / config] if config else [])
+    for d in candidates:
+        if any((d / f"{s}.tsv").is_file() for s in (*SPLITS, "validation")):
+            return d
+    hint = "" if config else " (pass config='bn_in' if it is the repository or data/ folder)"
+    raise ManifestError(f"{root}: no FLEURS <split>.tsv found{hint}; expected data/<config>/train.tsv, dev.tsv, "
+                        f"test.tsv as in the google/fleurs hub repository")
+
+
+def _extract_wavs(tar_path: Path, dest: Path) -> Path:
+    """Extract the WAV files of a FLEURS `<split>.tar.gz` into `dest` (flat: the archive holds <split>/*.wav).
+
+    Members are written by base name only, so no archive path can escape `dest`; a marker with the archive's
+    size and time makes a second call free, and an interrupted one starts over.
+    """
+    marker = dest / ".extracted.json"
+    stamp = fingerprint(tar_path)
+    if marker.is_file() and read_json(marker) == stamp:
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tar_path, "r:*") as tf:
+            for member in tf:
+                if member.isfile() and member.name.lower().endswith(".wav"):
+                    src = tf.extractfile(member)
+                    with atomic_path(dest / Path(member.name).name) as tmp, open(tmp, "wb") as f:
+                        shutil.copyfileobj(src, f)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ManifestError(f"{tar_path}: cannot extract ({e}); the archive is damaged or incomplete, "
+                            f"download it again") from None
+    write_json(marker, stamp)
+    return dest
+
+
+def _prepare_raw(root: Path, output_dir: Path, language: str, splits, strict: bool,
+                 config: str | None) -> dict[str, Path]:
+    cdir = _config_dir(root, config)
+    name = config or cdir.name
+    out = {}
+    for split in splits:
+        disk = split if (cdir / f"{split}.tsv").is_file() else _ALIASES.get(split, split)
+        tsv = cdir / f"{disk}.tsv"
+        if not tsv.is_file():
+            raise ManifestError(f"{tsv} not found; download data/{name}/{disk}.tsv from {FLEURS_REPO}")
+        audio_dir, tar_path = cdir / "audio" / disk, cdir / "audio" / f"{disk}.tar.gz"
+        if not audio_dir.is_dir():
+            if not tar_path.is_file():
+                raise ManifestError(f"no FLEURS audio for {split!r}: neither {audio_dir}/ nor {tar_path}; download "
+                                    f"data/{name}/audio/{disk}.tar.gz from {FLEURS_REPO}")
+            audio_dir = _extract_wavs(tar_path, output_dir / "fleurs_audio" / disk)
+        cfg = {"corpus": "fleurs", "tsv": str(tsv.resolve()), "audio_dir": str(audio_dir.resolve()),
+               "inputs": fingerprint(tsv, tar_path)}
+        speaker = f"fleurs-{name}-{split}"
+        out[split] = prepare_split(output_dir, split, language, cfg,
+                                   lambda report, t=tsv, a=audio_dir, s=speaker: read_fleurs_tsv(t, a, report,
+                                                                                                 speaker=s),
+                                   strict=strict, allow_pipes=False)
+    return out
+
+
+def _prepare_dataset(ds, output_dir: Path, language: str, split: str, strict: bool, config: str | None) -> Path:
+    # datasets gives every Dataset a fingerprint of its content and transforms (random for in-memory ones, so
+    # those are always redone: nothing else can tell whether they changed).
+    cfg = {"corpus": "fleurs-hf", "fingerprint": getattr(ds, "_fingerprint", None), "rows": len(ds)}
+    name = f"fleurs:{config or language}:{split}"
+    return prepare_split(output_dir, split, language, cfg,
+                         lambda report: read_hf_dataset(ds, report, text_column="raw_transcription", name=name,
+                                                        speaker=f"fleurs-{config or language}-{split}"),
+                         strict=strict, allow_pipes=False)
+
+
+def _prepare_hub(config: str, output_dir: Path, language: str, splits, strict: bool) -> dict[str, Path]:
+    """load_dataset("google/fleurs", config) per split; download problems become one clear error."""
+    from datasets import load_dataset
+
+    out = {}
+    for split in splits:
+        hf_split = "validation" if split == "dev" else split
+        try:
+            ds = load_dataset(FLEURS_REPO, config, split=hf_split)
+        except Exception as e:  # network, unknown config, loader changes: say what to do instead
+            raise ManifestError(f"load_dataset({FLEURS_REPO!r}, {config!r}, split={hf_split!r}) failed: "
+                                f"{type(e).__name__}: {e}. Download the raw files instead "
+                                f"(huggingface-cli download {FLEURS_REPO} --repo-type dataset --include "
+                                f"'data/{config}/*') and pass the data/{config} folder") from None
+        out[split] = _prepare_dataset(ds, output_dir, language, split, strict, config)
+    return out

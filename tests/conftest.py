@@ -1,0 +1,33 @@
+"""Shared fixture builders: tiny synthetic audio files in the layouts the tests need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def signal(seconds: float = 0.5, sr: int = 16000, channels: int = 1, freq: float = 220.0,
+           seed: int = 0) -> np.ndarray:
+    """A sine plus a little noise, (frames,) or (frames, channels) float32 in [-1, 1]."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(seed).standard_normal(t.size)
+    x = x.astype(np.float32)
+    return x if channels == 1 else np.tile(x[:, None], (1, channels))
+
+
+@pytest.fixture
+def make_wav():
+    """make_wav(path, seconds=0.5, sr=16000, channels=1, subtype=None, format=None) -> path: write a test signal.
+
+    The format follows the suffix (.wav, .flac, .ogg, .mp3) unless given; subtype e.g. "FLOAT" for NaN tests.
+    """
+    def make(path, seconds: float = 0.5, sr: int = 16000, channels: int = 1, *, subtype: str | None = None,
+             format: str | None = None, freq: float = 220.0, seed: int = 0) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), signal(seconds, sr, channels, freq, seed), sr, subtype=subtype, format=format)
+        return path
+    return make

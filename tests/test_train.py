@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from xlingual import train as train_mod
+from xlingual.asr import budget, build_tokenizer, make_evaluator, make_examples, new_model
+from xlingual.config import CorpusConfig, FeatureConfig, ModelConfig, TrainConfig, UnitConfig
+from xlingual.corpus import read_manifest
+from xlingual.features import compute_features
+from xlingual.train import TrainingError, bucket_batches, fit
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from data_prep.synthetic import prepare_synthetic
+
+    root = tmp_path_factory.mktemp("syn")
+    prepare_synthetic(root, languages=("tr",), hours={"train": 0.01, "dev": 0.003, "test": 0.003}, progress=False)
+    train, dev = read_manifest(root / "tr" / "train.jsonl"), read_manifest(root / "tr" / "dev.jsonl")
+    feats = FeatureConfig()
+    store = compute_features(train + dev, root / ".features", feats, progress=False)
+    tok = build_tokenizer(train, UnitConfig())
+    return train, dev, store, tok, feats
+
+
+def run(tiny, out, **over):
+    train, dev, store, tok, feats = tiny
+    args = dict(epochs=2, max_batch_seconds=8, progress=False, checkpoint_every_steps=1, threads=1, warmup_steps=2)
+    cfg = TrainConfig(**{**args, **over})
+    model = new_model(ModelConfig(n_layers=1, d_model=32, ffn_dim=64, subsample_channels=8), feats, tok, store,
+                      train, cfg.seed)
+    hist = fit(model, make_examples(train, store, tok), store, cfg, out, make_evaluator(store, dev, tok),
+               specaug=feats, run_key="k")
+    return model, hist
+
+
+@pytest.mark.parametrize("frames, max_frames", [([5, 1, 9, 3, 3, 7], 10), ([4] * 10, 12), ([1], 1)])
+def test_bucket_batches_cover_everything_within_limit(frames, max_frames):
+    batches = bucket_batches(frames, max_frames, seed=0, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(frames)))
+    assert all(max(frames[i] for i in b) * len(b) <= max_frames for b in batches)
+    # composition is fixed across epochs (constant steps per epoch); only the order changes
+    assert sorted(map(sorted, batches)) == sorted(map(sorted, bucket_batches(frames, max_frames, 0, 5)))
+
+
+def test_training_is_deterministic_and_logged(tiny, tmp_path):
+    m1, h1 = run(tiny, tmp_path / "a")
+    m2, h2 = run(tiny, tmp_path / "b")
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert [h["train_loss"] for h in h1] == [h["train_loss"] for h in h2]
+    assert len(h1) == 2 and {"dev_wer", "dev_cer", "dev_loss", "audio_sec_per_sec"} <= set(h1[0])
+    assert (tmp_path / "a" / "best.pt").is_file() and (tmp_path / "a" / "done.json").is_file()
+    assert len((tmp_path / "a" / "train_log.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("kill_at_call", [2, 5])
+def test_resume_after_interruption_is_bit_identical(tiny, tmp_path, monkeypatch, kill_at_call):
+    reference, _ = run(tiny, tmp_path / "ref")
+    real, calls = train_mod.compute_loss, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == kill_at_call:
+            raise KeyboardInterrupt  # stands in for a kill between two steps
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "compute_loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny, tmp_path / "killed")
+    monkeypatch.setattr(train_mod, "compute_loss", real)
+    resumed, _ = run(tiny, tmp_path / "killed")
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_resume_refuses_other_configuration(tiny, tmp_path):
+    run(tiny, tmp_path / "x")
+    (tmp_path / "x" / "done.json").unlink()
+    train, dev, store, tok, feats = tiny
+    model = new_model(ModelConfig(n_layers=1, d_model=32, ffn_dim=64, subsample_channels=8), feats, tok, store,
+                      train, 0)
+    with pytest.raises(TrainingError, match="different configuration"):
+        fit(model, make_examples(train, store, tok), store, TrainConfig(epochs=2, progress=False), tmp_path / "x",
+            make_evaluator(store, dev, tok), run_key="other")
+
+
+def test_nonfinite_losses_stop_with_clear_message(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "compute_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(TrainingError, match="non-finite"):
+        run(tiny, tmp_path / "nan", max_nonfinite=3)
+
+
+def test_utterance_longer_than_a_batch_is_reported(tiny, tmp_path):
+    with pytest.raises(TrainingError, match="longer than one batch"):
+        run(tiny, tmp_path / "long", max_batch_seconds=0.5)
