@@ -28,6 +28,27 @@ def _prepare_synthetic(args) -> None:
     print(json.dumps({k: {s: str(p) for s, p in v.items()} for k, v in paths.items()}, indent=2))
 
 
+def _prepare_corpus(args) -> None:
+    """Kaldi data dirs, FLEURS, Common Voice and plain audio folders -> <out>/<split>.jsonl."""
+    if args.corpus == "kaldi":
+        from data_prep.kaldi import prepare_kaldi as prepare
+    elif args.corpus == "fleurs":
+        from data_prep.fleurs import prepare_fleurs as prepare
+    elif args.corpus == "commonvoice":
+        from data_prep.commonvoice import prepare_commonvoice as prepare
+    else:
+        from data_prep.audiodir import prepare_audiodir
+
+        paths = prepare_audiodir(args.source, args.out, args.language, strict=args.strict)
+        print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+        return
+    kwargs = {"strict": args.strict}
+    if args.splits:
+        kwargs["splits"] = tuple(args.splits)
+    paths = prepare(args.source, args.out, args.language, **kwargs)
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+
+
 def _decode(args) -> None:
     from pathlib import Path
 
@@ -44,6 +65,140 @@ def _decode(args) -> None:
     summary = decode_and_score(model, tok, store, utts, args.out, DecodeConfig(method=args.method,
                                                                                beam_size=args.beam_size))
     print(json.dumps(summary, indent=2))
+
+
+# --- language ID and source ranking (xlingual.lid, xlingual.ranking) ------------------------------------------
+
+
+def _lid_train(args) -> None:
+    from .config import LIDConfig, load_config
+    from .fileio import read_json
+    from .lid import train_lid
+
+    best = train_lid(load_config(LIDConfig, args.config, args.set))
+    report = read_json(best.parent / "dev_report.json")
+    print(json.dumps({"checkpoint": str(best), "dev_accuracy": report["accuracy"],
+                      "per_language_accuracy": report["per_language_accuracy"],
+                      "confusion (rows: true, columns: predicted)": report["confusion"]}, indent=2))
+
+
+def _manifests_by_language(paths: list[str], require_text: bool = False) -> dict:
+    from .corpus import read_manifest
+
+    groups: dict = {}
+    for path in paths:
+        for u in read_manifest(path, require_text=require_text):
+            groups.setdefault(u.language, []).append(u)
+    return groups
+
+
+def _lid_score(args) -> None:
+    from .lid import matrix_markdown, score_matrix, write_score_matrix
+
+    scores = score_matrix(args.lid, _manifests_by_language(args.manifests), args.cache_dir, args.device)
+    paths = write_score_matrix(scores, args.out)
+    print(matrix_markdown(scores, args.level), end="")
+    print(f"written: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+
+
+def _lid_select(args) -> None:
+    from .ranking import load_target, select_by_lid
+
+    pool = [u for utts in _manifests_by_language(args.pool, require_text=True).values() for u in utts]
+    target = load_target(args.target, args.language, args.out + ".work")[0] if args.target else None
+    summary = select_by_lid(args.lid, pool, args.hours, args.out, target=target, target_language=args.language,
+                            criterion=args.criterion, level=args.level, cache_dir=args.cache_dir,
+                            device=args.device)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+
+
+def _rank(args) -> None:
+    from .ranking import rank_query
+
+    res = rank_query(args.lid, args.target, exclude_self=not args.keep_self, language=args.language,
+                     level=args.level, max_hours=args.max_hours, cache_dir=args.cache_dir, device=args.device)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2, ensure_ascii=False))
+        return
+    print(f"sources for {res.target} (language {res.language or 'unknown'}; {res.n_utterances} utterances, "
+          f"{res.hours * 60:.1f} min; {res.level}-level average LID posterior; {res.seconds:.1f} s)")
+    for i, (lang, score) in enumerate(res.ranking, 1):
+        print(f"{i:3d}. {lang:<8s} {score:.4f}")
+    if res.excluded:
+        print(f"(excluded: {', '.join(res.excluded)}, the target's own language)")
+
+
+def _rank_eval(args) -> None:
+    from pathlib import Path
+
+    from .config import LIDConfig, load_config
+    from .lid import load_lid
+    from .ranking import read_wer_matrix, run_rank_eval
+
+    wer = read_wer_matrix(args.wer_matrix)
+    data_dir = args.data or load_lid(args.lid)[1]["config"]["corpus"]["dir"]
+    loo = load_config(LIDConfig, args.loo_config, args.set) if args.loo_config else None
+    baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
+    run_rank_eval(args.lid, wer, args.out, data_dir, split=args.split, loo_cfg=loo, baselines=baselines, k=args.k,
+                  level=args.level, max_hours=args.max_hours, cache_dir=args.cache_dir, device=args.device)
+    print((Path(args.out) / "ranking_eval.md").read_text(encoding="utf-8"), end="")
+
+
+def _add_lid_parsers(sub) -> None:
+    """`xlingual lid train|score|select`, `xlingual rank`, `xlingual rank-eval`."""
+    def common(q, level: bool = True) -> None:
+        q.add_argument("--device", default="cpu", help="cpu, cuda or auto (inference)")
+        q.add_argument("--cache-dir", default=None, help="feature cache folder (default: a temporary one)")
+        if level:
+            q.add_argument("--level", choices=["frame", "utterance"], default="frame",
+                           help="average over all frames (the reference) or over per-utterance means")
+
+    lid = sub.add_parser("lid", help="language ID over source languages: train, score matrix, data selection")
+    lsub = lid.add_subparsers(dest="lid_verb", required=True, metavar="<lid verb>")
+    t = lsub.add_parser("train", help="train an LID model (dev accuracy + confusion matrix in its out_dir)")
+    t.add_argument("config", nargs="?", help="YAML delta over xlingual.config.LIDConfig")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
+    t.set_defaults(func=_lid_train)
+    s = lsub.add_parser("score", help="LID score matrix (rows: input language, columns: LID output language)")
+    s.add_argument("lid", help="LID checkpoint (best.pt)")
+    s.add_argument("manifests", nargs="+", help="manifests; rows are their utterances' languages")
+    s.add_argument("--out", required=True, help="folder for lid_scores.{json,md,png} and *_frame/utterance.csv")
+    common(s)
+    sel = lsub.add_parser("select", help="select pool utterances by the target's LID posterior, up to --hours")
+    sel.add_argument("lid", help="LID checkpoint (best.pt)")
+    sel.add_argument("--pool", nargs="+", required=True, help="source-language manifests to select from")
+    sel.add_argument("--hours", type=float, required=True, help="hours of audio to select")
+    sel.add_argument("--out", required=True, help="output manifest (.jsonl); a .selection.json summary beside it")
+    sel.add_argument("--target", help="target manifest or audio folder (needed for --criterion profile)")
+    sel.add_argument("--language", help="the target's language code")
+    sel.add_argument("--criterion", choices=["auto", "target", "profile"], default="auto")
+    common(sel)
+    sel.set_defaults(func=_lid_select)
+    s.set_defaults(func=_lid_score)
+
+    r = sub.add_parser("rank", help="rank pre-training sources for a new language by LID (seconds, no ASR)")
+    r.add_argument("--lid", required=True, help="LID checkpoint (best.pt)")
+    r.add_argument("--target", required=True, help="target manifest (.jsonl, text optional) or audio folder")
+    r.add_argument("--language", help="the target's language code (default: the manifest's)")
+    r.add_argument("--keep-self", action="store_true", help="keep the target's own language in the ranking")
+    r.add_argument("--max-hours", type=float, default=None, help="score at most this much target audio")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    common(r)
+    r.set_defaults(func=_rank)
+
+    e = sub.add_parser("rank-eval", help="evaluate LID ranking and baselines against a WER matrix")
+    e.add_argument("--lid", required=True, help="LID checkpoint trained on the source languages (in-set setting)")
+    e.add_argument("--wer-matrix", required=True, help="CSV: rows 'adapt to' target, columns 'pretrain on' source")
+    e.add_argument("--out", required=True, help="folder for ranking_eval.{json,md}, per-target CSVs, LID scores")
+    e.add_argument("--data", help="corpus folder with <lang>/<split>.jsonl (default: the LID's training corpus)")
+    e.add_argument("--split", default="test", help="target speech split scored by the LID")
+    e.add_argument("--loo-config", help="LIDConfig YAML: also train leave-one-out LIDs (cached) and evaluate them")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for --loo-config")
+    e.add_argument("--baselines", default="char,ipa,typology", help="comma list of char, ipa, typology; or none")
+    e.add_argument("--k", type=int, default=3, help="NDCG cut-off")
+    e.add_argument("--max-hours", type=float, default=None, help="target audio scored per language")
+    common(e)
+    e.set_defaults(func=_rank_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=2)
     s.set_defaults(func=_prepare_synthetic)
 
+    for name, what in (("kaldi", "a Kaldi/Babel data folder holding one sub-folder per split (wav.scp, text, ...)"),
+                       ("fleurs", "FLEURS: a raw data/<config> folder, or a config name such as bn_in (downloads)"),
+                       ("commonvoice", "a Common Voice language folder (<split>.tsv + clips/)"),
+                       ("audiodir", "a folder of audio files (transcripts optional), e.g. for `xlingual rank`")):
+        c = psub.add_parser(name, help=what)
+        c.add_argument("source", help=what)
+        c.add_argument("--out", required=True, help="output folder for <split>.jsonl manifests")
+        c.add_argument("--language", required=True, help="language code, e.g. bn")
+        if name != "audiodir":
+            c.add_argument("--splits", nargs="+", help="splits to prepare (default: all found)")
+        c.add_argument("--strict", action="store_true", help="stop at the first bad utterance instead of "
+                       "skipping and counting it")
+        c.set_defaults(func=_prepare_corpus)
+
     d = sub.add_parser("decode", help="decode and score a manifest with a checkpoint")
     d.add_argument("checkpoint")
     d.add_argument("manifest")
@@ -79,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--method", choices=["greedy", "beam"], default="greedy")
     d.add_argument("--beam-size", type=int, default=16)
     d.set_defaults(func=_decode)
+    _add_lid_parsers(sub)
     return p
 
 
