@@ -22,14 +22,14 @@ def tiny(tmp_path_factory):
     return train, dev, store, tok, feats
 
 
-def run(tiny, out, **over):
+def run(tiny, out, resume=True, **over):
     train, dev, store, tok, feats = tiny
     args = dict(epochs=2, max_batch_seconds=8, progress=False, checkpoint_every_steps=1, threads=1, warmup_steps=2)
     cfg = TrainConfig(**{**args, **over})
     model = new_model(ModelConfig(n_layers=1, d_model=32, ffn_dim=64, subsample_channels=8), feats, tok, store,
                       train, cfg.seed)
     hist = fit(model, make_examples(train, store, tok), store, cfg, out, make_evaluator(store, dev, tok),
-               specaug=feats, run_key="k")
+               specaug=feats, run_key="k", resume=resume)
     return model, hist
 
 
@@ -91,3 +91,20 @@ def test_nonfinite_losses_stop_with_clear_message(tiny, tmp_path, monkeypatch):
 def test_utterance_longer_than_a_batch_is_reported(tiny, tmp_path):
     with pytest.raises(TrainingError, match="longer than one batch"):
         run(tiny, tmp_path / "long", max_batch_seconds=0.5)
+
+
+def test_interrupted_run_needs_explicit_resume_when_asked(tiny, tmp_path, monkeypatch):
+    real, calls = train_mod.compute_loss, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "compute_loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny, tmp_path / "r")
+    monkeypatch.setattr(train_mod, "compute_loss", real)
+    with pytest.raises(TrainingError, match="pass --resume"):
+        run(tiny, tmp_path / "r", resume=False)

@@ -144,7 +144,7 @@ def decode_and_score(model: AcousticModel, tokenizer: Tokenizer, store: FeatureS
 
 def train_from_scratch(language: str, data: dict[str, list[Utterance]], out_dir: str | Path, corpus: CorpusConfig,
                        features: FeatureConfig, units: UnitConfig, model_cfg: ModelConfig, train: TrainConfig,
-                       train_hours: float | None = None) -> Path:
+                       train_hours: float | None = None, resume: bool = True) -> Path:
     """Train a model for one language on a budget of its training data; returns the path of best.pt."""
     out_dir = Path(out_dir)
     train_utts = budget(data["train"], train_hours, corpus.seed)
@@ -163,7 +163,7 @@ def train_from_scratch(language: str, data: dict[str, list[Utterance]], out_dir:
     fit(model, make_examples(train_utts, store, tokenizer), store, train, out_dir,
         evaluate=make_evaluator(dev_store, data["dev"], tokenizer), select=("dev_wer", "min"),
         specaug=features, meta=checkpoint_meta(model, tokenizer, features, language=language,
-                                               train_hours=train_hours), run_key=key)
+                                               train_hours=train_hours), run_key=key, resume=resume)
     return out_dir / "best.pt"
 
 

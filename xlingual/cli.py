@@ -14,7 +14,7 @@ def _recipe(args) -> None:
     from .recipe import run_recipe
 
     cfg = load_config(RecipeConfig, args.config, args.set)
-    results = run_recipe(cfg, args.stage, args.stop_stage)
+    results = run_recipe(cfg, args.stage, args.stop_stage, resume=args.resume)
     if results:
         print(json.dumps(results, indent=2, ensure_ascii=False))
 
@@ -201,6 +201,58 @@ def _add_lid_parsers(sub) -> None:
     e.set_defaults(func=_rank_eval)
 
 
+def _adapt(args) -> None:
+    from .config import AdaptRecipeConfig, load_config
+    from .transfer import run_adapt
+
+    sets = list(args.set) + [f"language={args.language}"] + ([f"out_dir={args.out}"] if args.out else [])
+    cfg = load_config(AdaptRecipeConfig, args.config, sets)
+    print(json.dumps(run_adapt(cfg, args.source_checkpoint), indent=2, ensure_ascii=False))
+
+
+def _matrix(args) -> None:
+    from .config import MatrixConfig, load_config
+    from .matrix import matrix_status, run_matrix
+
+    cfg = load_config(MatrixConfig, args.config, args.set)
+    if args.dry_run:
+        for name, status in matrix_status(cfg):
+            print(f"{status:8s} {name}")
+        return
+    summary = run_matrix(cfg, jobs=args.jobs)
+    print(f"{len(summary['ran'])} runs ran, {len(summary['skipped'])} up to date, "
+          f"{summary['wall_seconds']:.0f} s; report: {summary['report']}")
+
+
+def _report(args) -> None:
+    from .report import write_report
+
+    print(write_report(args.matrix_dir))
+
+
+def _add_transfer_parsers(sub) -> None:
+    """`xlingual adapt`, `xlingual matrix`, `xlingual report`."""
+    a = sub.add_parser("adapt", help="adapt a source checkpoint to a target language, decode and score")
+    a.add_argument("source_checkpoint", help="best.pt of a pre-trained model (recipe or matrix source)")
+    a.add_argument("--language", required=True, help="the target language code")
+    a.add_argument("--config", help="YAML delta over xlingual.config.AdaptRecipeConfig")
+    a.add_argument("--out", help="output folder (default: the config's out_dir)")
+    a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. adapt.mode=chain_thaw or adapt.train.epochs=5")
+    a.set_defaults(func=_adapt)
+
+    m = sub.add_parser("matrix", help="pre-train x adapt WER matrix: cached, resumable, parallel runs + report")
+    m.add_argument("config", help="YAML delta over xlingual.config.MatrixConfig")
+    m.add_argument("--jobs", type=int, default=1, help="runs at a time, each a process with its own log.txt")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. seeds=[0,1]")
+    m.add_argument("--dry-run", action="store_true", help="list every run and its status (done/stale/partial/new)")
+    m.set_defaults(func=_matrix)
+
+    r = sub.add_parser("report", help="regenerate a matrix's tables and figures from its results")
+    r.add_argument("matrix_dir", help="the matrix's out_dir")
+    r.set_defaults(func=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xlingual", description="Cross-lingual transfer for low-resource ASR.")
     p.add_argument("--version", action="version", version=f"xlingual {__version__}")
@@ -211,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stage", type=int, default=0, help="first stage (0 prepare, 1 train, 2 score)")
     r.add_argument("--stop-stage", type=int, default=2, help="last stage")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
+    r.add_argument("--resume", action="store_true", help="continue a training run that was interrupted (killed)")
     r.set_defaults(func=_recipe)
 
     prep = sub.add_parser("prepare", help="prepare a corpus into manifests")
@@ -249,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--beam-size", type=int, default=16)
     d.set_defaults(func=_decode)
     _add_lid_parsers(sub)
+    _add_transfer_parsers(sub)
     return p
 
 

@@ -13,8 +13,11 @@ from .fileio import write_json
 STAGES = ("prepare", "train", "score")
 
 
-def run_recipe(cfg: RecipeConfig, stage: int = 0, stop_stage: int = len(STAGES) - 1) -> dict | None:
+def run_recipe(cfg: RecipeConfig, stage: int = 0, stop_stage: int = len(STAGES) - 1,
+               resume: bool = True) -> dict | None:
     """Run stages stage..stop_stage (0 prepare, 1 train, 2 score); returns the results of stage 2 when it ran.
+
+    resume: continue an interrupted training run found in cfg.out_dir (False: refuse, with a clear message).
 
     Outputs in cfg.out_dir: config.yaml, best.pt/last.pt/train_log.jsonl, decode_<split>/ files, results.json.
     """
@@ -28,7 +31,7 @@ def run_recipe(cfg: RecipeConfig, stage: int = 0, stop_stage: int = len(STAGES) 
     data = load_language(cfg.corpus, cfg.language, progress) if stage <= 2 else None
     if stage <= 1 <= stop_stage:
         train_from_scratch(cfg.language, data, out, cfg.corpus, cfg.features, cfg.units, cfg.model, cfg.train,
-                           cfg.train_hours)
+                           cfg.train_hours, resume=resume)
     if stage <= 2 <= stop_stage:
         model, tok, meta = load_model(out / "best.pt")
         results = {"language": cfg.language, "train_hours": cfg.train_hours, "units": cfg.units.kind,

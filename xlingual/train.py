@@ -129,7 +129,8 @@ def _load_resume(path: Path) -> dict:
 def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: TrainConfig, out_dir: str | Path,
         evaluate: Callable[[torch.nn.Module], dict], select: tuple[str, str] = ("dev_wer", "min"),
         param_groups: list[dict] | None = None, on_epoch_start: Callable[[int], None] | None = None,
-        specaug: FeatureConfig | None = None, meta: dict | None = None, run_key: str = "") -> list[dict]:
+        specaug: FeatureConfig | None = None, meta: dict | None = None, run_key: str = "",
+        resume: bool = True) -> list[dict]:
     """Train `model` on `train`, evaluating after each epoch; returns the per-epoch history.
 
     Args:
@@ -140,6 +141,7 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
         specaug: SpecAugment settings (None or specaugment=False: none).
         meta: plain data stored in every checkpoint beside the weights (model dims, tokenizer, ...).
         run_key: identifies the configuration; resuming a checkpoint written under another key is refused.
+        resume: continue from out_dir/last.pt when a previous run was interrupted; False refuses to touch it.
     Outputs in out_dir: last.pt (resumable), best.pt (weights + meta), train_log.jsonl, done.json.
     """
     out_dir = Path(out_dir)
@@ -171,6 +173,9 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
     state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "history": [], "nonfinite": 0, "bad_epochs": 0}
     last = out_dir / "last.pt"
     if last.is_file():
+        if not resume:
+            raise TrainingError(f"{out_dir} holds an interrupted run (last.pt); pass --resume to continue it, or "
+                                f"delete the folder to start over")
         ck = _load_resume(last)
         if ck.get("run_key") != run_key:
             raise TrainingError(f"{last} was written by a different configuration; use a new output folder, or "
