@@ -471,7 +471,7 @@ def _is_complete(marker: Path, manifest: Path, digest: str) -> bool:
 
 def prepare_synthetic(output_dir, languages=DEFAULT_LANGUAGES, hours: dict[str, float] | None = None,
                       seed: int = 0, noise_snr: float | None = None, telephone: bool = False, jobs: int = 2,
-                      progress: bool = True) -> dict[str, dict[str, Path]]:
+                      progress: bool = True, overwrite: bool = True) -> dict[str, dict[str, Path]]:
     """Generate (or reuse) the synthetic corpus.
 
     Args:
@@ -484,6 +484,8 @@ def prepare_synthetic(output_dir, languages=DEFAULT_LANGUAGES, hours: dict[str, 
         telephone: pass the audio through an 8 kHz telephone channel (band 300-3400 Hz, mu-law).
         jobs: worker processes for synthesis (1: in this process).
         progress: show a progress bar per split and print the synthesis speed.
+        overwrite: regenerate a complete split made with other settings; False raises instead (what training
+            commands use, so a config typo never silently replaces a corpus other experiments rely on).
     Returns:
         {language: {split: manifest path}}.
     A split whose completion marker records the same configuration is skipped; otherwise it is regenerated from
@@ -528,6 +530,13 @@ def prepare_synthetic(output_dir, languages=DEFAULT_LANGUAGES, hours: dict[str, 
                     if progress:
                         print(f"synthetic: {code}/{split} is up to date ({manifest})")
                     continue
+                if not overwrite and marker.is_file() and manifest.is_file():
+                    old = read_json(marker).get("config", {})
+                    diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+                    raise ValueError(f"{lang_dir}/{split} was generated with other settings (differing: {diff}; "
+                                     f"on disk: { {k: old.get(k) for k in diff if k != 'words'} }); use the "
+                                     f"settings it was made with, another corpus.dir, or `xlingual prepare "
+                                     f"synthetic` to regenerate it")
                 marker.unlink(missing_ok=True)  # first: a run killed from here on must not look complete
                 if pool is None and jobs > 1:
                     # spawn, not fork: workers start clean and load their own eSpeak NG

@@ -33,7 +33,7 @@ def load_language(corpus: CorpusConfig, language: str, progress: bool = True) ->
         from data_prep.synthetic import prepare_synthetic
 
         prepare_synthetic(root, languages=(language,), seed=corpus.seed, noise_snr=corpus.noise_snr,
-                          telephone=corpus.telephone, progress=progress,
+                          telephone=corpus.telephone, progress=progress, overwrite=False,
                           hours={"train": corpus.train_hours, "dev": corpus.dev_hours, "test": corpus.test_hours})
     elif corpus.kind != "manifests":
         raise ValueError(f"corpus.kind must be 'synthetic' or 'manifests', not {corpus.kind!r}")
@@ -158,8 +158,10 @@ def train_from_scratch(language: str, data: dict[str, list[Utterance]], out_dir:
         tokenizer = build_tokenizer(train_utts, units)
         write_json(tok_path, _tok_to_json(tokenizer))
     model = new_model(model_cfg, features, tokenizer, store, train_utts, train.seed)
+    # how a run is executed (threads, progress bar, device) does not change what it computes: not in the key
+    how = {"threads", "progress", "device"}
     key = run_key("scratch", language, [u.id for u in train_utts], to_dict(features), to_dict(units),
-                  to_dict(model_cfg), to_dict(train))
+                  to_dict(model_cfg), {k: v for k, v in to_dict(train).items() if k not in how})
     fit(model, make_examples(train_utts, store, tokenizer), store, train, out_dir,
         evaluate=make_evaluator(dev_store, data["dev"], tokenizer), select=("dev_wer", "min"),
         specaug=features, meta=checkpoint_meta(model, tokenizer, features, language=language,

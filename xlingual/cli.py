@@ -104,11 +104,14 @@ def _lid_score(args) -> None:
 def _lid_select(args) -> None:
     from .ranking import load_target, select_by_lid
 
+    import tempfile
+
     pool = [u for utts in _manifests_by_language(args.pool, require_text=True).values() for u in utts]
-    target = load_target(args.target, args.language, args.out + ".work")[0] if args.target else None
-    summary = select_by_lid(args.lid, pool, args.hours, args.out, target=target, target_language=args.language,
-                            criterion=args.criterion, level=args.level, cache_dir=args.cache_dir,
-                            device=args.device)
+    with tempfile.TemporaryDirectory(prefix="xlingual-select-") as tmp:  # an audio-folder target's manifest
+        target = load_target(args.target, args.language, tmp)[0] if args.target else None
+        summary = select_by_lid(args.lid, pool, args.hours, args.out, target=target,
+                                target_language=args.language, criterion=args.criterion, level=args.level,
+                                cache_dir=args.cache_dir, device=args.device)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 

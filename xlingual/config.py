@@ -212,3 +212,91 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
     for o in overrides:
         data = merge(data, parse_override(o))
     return from_dict(cls, data, where)
+
+
+@dataclass
+class LIDConfig:
+    """A language-ID classifier over source languages: the predictor that ranks pre-training sources."""
+
+    languages: list[str] = field(default_factory=lambda: ["bn", "as", "th", "tr"])  # classes, in output order
+    train_hours: float | None = None  # training budget per language (the same for each: balanced); None = all
+    dev_hours: float | None = None  # dev budget per language for accuracy and model selection; None = all
+    oversample: bool = True  # repeat a language with less audio than the largest, so each weighs about equally
+    select: str = "dev_loss"  # best model by "dev_loss" (min; judges the posteriors that ranking averages) or
+    #   "dev_acc" (utterance accuracy, max; saturates early on clean data, and a tie keeps the earlier epoch)
+    out_dir: str = "exp/lid"  # checkpoints, train log, dev accuracy and confusion matrix
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)  # where <language>/{train,dev,test}.jsonl live
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # log-mel settings (saved in the checkpoint)
+    model: ModelConfig = field(default_factory=ModelConfig)  # encoder size; the head is one class per language
+    train: TrainConfig = field(default_factory=TrainConfig)  # the shared training loop's settings
+
+
+def _stlr_train() -> TrainConfig:
+    return TrainConfig(schedule="stlr")
+
+
+@dataclass
+class AdaptConfig:
+    """How a pre-trained model is adapted to a target language (xlingual.transfer.adapt)."""
+
+    mode: str = "full"  # "head", "full", "adaptation", "full+adaptation", "chain_thaw" or "gradual_unfreeze"
+    transfer_layers: int | None = None  # keep the bottom k conformer layers, re-initialize the rest; None = all
+    adaptation: list[str] = field(default_factory=list)  # adaptation layers to add: "adapter", "lhuc", "lin"
+    bottleneck: int = 32  # residual adapters' bottleneck width
+    lr_decay: float | None = 2.6  # discriminative LR: each layer group's LR is the one above / lr_decay; None = off
+    stage_epochs: int = 1  # chain_thaw / gradual_unfreeze: epochs per single-group stage
+    keep_head_if_shared: bool = True  # keep the source's output layer when the unit set is shared (IPA, or the
+    #   same language) and covers every target unit; False = always a new output layer
+    train: TrainConfig = field(default_factory=_stlr_train)  # the fine-tuning run (slanted triangular LR by default)
+
+
+@dataclass
+class AdaptRecipeConfig:
+    """`xlingual adapt`: one source checkpoint adapted to one target language, decoded and scored."""
+
+    language: str = "bn"  # the target language
+    train_hours: float | None = None  # target training budget in hours (nested subset of train); None = all
+    out_dir: str = "exp/adapt"  # checkpoints, train log, decodes, results.json
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)  # where the target's manifests live
+    features: FeatureConfig | None = None  # None = the checkpoint's; if given, must compute the same features
+    units: UnitConfig = field(default_factory=UnitConfig)  # the target's units (a new output layer unless shared)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)  # transfer method and fine-tuning run
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # decoding of dev and test
+
+
+def _default_variants() -> dict[str, dict]:
+    return {"head": {"mode": "head"}, "full": {"mode": "full"}, "chain_thaw": {"mode": "chain_thaw"},
+            "full+adapters": {"mode": "full+adaptation", "adaptation": ["adapter"]}}
+
+
+@dataclass
+class MatrixConfig:
+    """Pre-train x adapt grid: each source pre-trained once, every target adapted from each, tables and plots."""
+
+    sources: list[str] = field(default_factory=lambda: ["bn", "as", "th", "tr"])  # columns "pretrain on"
+    targets: list[str] = field(default_factory=lambda: ["bn", "as", "th", "tr"])  # rows "adapt to"
+    source_hours: float | None = 0.5  # the large budget: pre-training, and the large from-scratch baseline; None = all
+    target_hours: float = 0.1667  # the small budget: adaptation data and the from-scratch baseline of every target
+    small_source_hours: float | None = None  # data-size table: the small pre-training budget; None = target_hours
+    size_pairs: list[tuple[str, str]] = field(default_factory=lambda: [("as", "bn")])  # data-size table (source,
+    #   target) columns; [] = no data-size table
+    size_adaptation: dict = field(default_factory=lambda: {"mode": "full+adaptation", "adaptation": ["adapter"]})
+    #   data-size table's "+ adaptation" row: a delta over `adapt`
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)  # the method of every matrix cell
+    variants: dict[str, dict] = field(default_factory=_default_variants)  # named deltas over `adapt`, compared on
+    #   variant_pairs; {} = no variants table
+    variant_pairs: list[tuple[str, str]] | None = None  # (source, target) cells of the variants table; None = all
+    layer_sweep: list[int] = field(default_factory=list)  # k values: transfer only the bottom k conformer layers
+    #   (0 = only the convolutional frontend); [] = no sweep
+    sweep_pairs: list[tuple[str, str]] | None = None  # (source, target) cells of the layer sweep; None = all
+    seeds: list[int] = field(default_factory=lambda: [0])  # every run once per seed (it replaces train.seed and
+    #   adapt.train.seed); tables show the mean
+    out_dir: str = "exp/matrix"  # one folder per run, plus report/
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)  # the manifests of every language
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # shared by all runs (transfer needs the same)
+    units: UnitConfig = field(default_factory=UnitConfig)  # unit kind of every run
+    model: ModelConfig = field(default_factory=ModelConfig)  # pre-trained and from-scratch models
+    train: TrainConfig = field(default_factory=TrainConfig)  # pre-training and from-scratch runs
+    small_train: dict = field(default_factory=dict)  # delta over `train` for from-scratch runs at the small
+    #   budgets (baselines, small sources), e.g. {epochs: 40}: as many steps as they need to converge
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # test-set decoding of every run

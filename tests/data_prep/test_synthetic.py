@@ -199,3 +199,13 @@ def test_unlisted_language_with_both_resources() -> None:
 def test_bad_arguments(tmp_path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         prepare_synthetic(tmp_path, **(dict(languages=("tr",), progress=False) | kwargs))
+
+
+def test_mismatched_settings_are_refused_without_overwrite(tmp_path):
+    hours = {"train": 0.003, "dev": 0.002}
+    prepare_synthetic(tmp_path, languages=("tr",), hours=hours, progress=False, jobs=1)
+    with pytest.raises(ValueError, match="generated with other settings"):
+        prepare_synthetic(tmp_path, languages=("tr",), hours={"train": 0.004, "dev": 0.002}, progress=False,
+                          jobs=1, overwrite=False)
+    # the same settings are simply reused
+    prepare_synthetic(tmp_path, languages=("tr",), hours=hours, progress=False, jobs=1, overwrite=False)

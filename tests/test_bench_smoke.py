@@ -1,0 +1,90 @@
+"""Every benchmark runs end to end at its smallest size (seconds), so the scripts cannot rot.
+
+Figures from these runs mean nothing; the real ones come from `python -m bench.<name>` (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` lives beside the package, not in it
+
+from bench import common, decode_speed, flops, scaling, synthesis_speed, train_throughput  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from data_prep.synthetic import prepare_synthetic
+
+    root = tmp_path_factory.mktemp("bench_corpus")
+    prepare_synthetic(root, languages=("tr",), hours={"train": 0.005, "dev": 0.002, "test": 0.002}, progress=False)
+    return root
+
+
+@pytest.fixture
+def out(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "WORK_DIR", tmp_path / "work")
+    return tmp_path / "results"
+
+
+def written(out: Path, name: str) -> dict:
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data["header"]["command"].startswith("python -m bench.")
+    assert (out / f"{name}.md").read_text().startswith("# ")
+    return data["results"]
+
+
+def test_common_helpers():
+    assert common.stats([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    calls = []
+    times = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), 0.5)[1]},
+                               repeats=2, warmup=1)
+    assert calls == ["a", "b"] * 3 and times["b"] == [0.5, 0.5] and len(times["a"]) == 2
+    assert common.ratios([2.0, 3.0], [1.0, 1.5]) == [2.0, 2.0]
+    assert "| x |" in common.md_table(["x"], [[1.0]])
+
+
+def test_train_throughput(corpus, out):
+    train_throughput.main(["--presets", "tiny", "--hours", "0.005", "--batch-seconds", "6", "--repeats", "1",
+                           "--threads", "1", "--languages", "tr", "--corpus", str(corpus), "--out", str(out)])
+    r = written(out, "train_throughput")["presets"][0]
+    assert r["audio_sec_per_sec"]["pipeline"]["median"] > 0 and r["pipeline_over_model_only"]["median"] > 0
+    assert 0 <= r["padding"]["padding_fraction"] < 1
+    assert r["breakdown_seconds"]["pipeline"]["collate"] > 0 and r["cprofile_top"]
+
+
+def test_flops(out):
+    flops.main(["--quick", "--presets", "tiny", "--batch-seconds", "4", "--repeats", "1", "--steps", "1",
+                "--matmul-n", "128", "--threads", "1", "--variants", "baseline fp32", "fused AdamW", "--out", str(out)])
+    r = written(out, "flops")
+    p = r["presets"][0]
+    assert p["gflop_per_audio_second"] > 0 and p["variants"]["baseline fp32"]["achieved_gflops"]["median"] > 0
+    assert all(m["gflops"]["median"] > 0 for m in r["matmul"])
+
+
+def test_decode_speed(corpus, out):
+    decode_speed.main(["--hours", "0.002", "--batch-seconds", "10", "--beams", "4", "--repeats", "1",
+                       "--threads", "1", "--languages", "tr", "--corpus", str(corpus), "--out", str(out)])
+    rows = written(out, "decode_speed")["rows"]
+    assert {(r["method"], r["part"]) for r in rows} >= {("greedy", "end to end"), ("beam4", "end to end")}
+    assert all(r["audio_sec_per_sec"]["median"] > 0 for r in rows)
+
+
+def test_synthesis_speed(out):
+    synthesis_speed.main(["--languages", "tr", "--hours", "0.002", "--jobs", "1", "--repeats", "1", "--no-profile",
+                          "--out", str(out)])
+    r = written(out, "synthesis_speed")["jobs"]["1"]
+    assert r["audio_seconds"] > 0 and r["whole_call_audio_sec_per_sec"]["median"] > 0
+
+
+def test_scaling(corpus, out):
+    scaling.main(["--sizes", "0.002", "0.004", "--dev-hours", "0.001", "--threads", "1", "--languages", "tr",
+                  "--corpus", str(corpus), "--out", str(out)])
+    r = written(out, "scaling")
+    assert [s["hours"] for s in r["sizes"]] == [0.002, 0.004]
+    assert all(s["train"]["peak_rss_mb"] > 0 and s["features"]["seconds"] > 0 for s in r["sizes"])
+    assert r["matrix"].get("core") or r["matrix"].get("error")

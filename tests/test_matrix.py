@@ -1,0 +1,185 @@
+"""The pretrain x adapt grid (xlingual/matrix.py): planning, a tiny 2 x 2 run end to end, caching, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from test_transfer import write_tiny_corpus
+from xlingual import matrix as matrix_mod
+from xlingual.cli import main
+from xlingual.config import MatrixConfig, load_config
+from xlingual.matrix import MatrixError, cell_status, hours_tag, plan_cells, run_matrix
+
+TINY_YAML = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "matrix_tiny.yaml"
+TARGET = "adapt/tr-all_to_bn-3.6s"  # the cells of the variants table and the layer sweep
+
+
+def settings(corpus_dir, out_dir, *extra) -> list[str]:
+    return [f"corpus.dir={corpus_dir}", "corpus.kind=manifests", f"out_dir={out_dir}", "target_hours=0.001",
+            "train.device=cpu", "adapt.train.device=cpu", "train.threads=1", "adapt.train.threads=1", *extra]
+
+
+def config(corpus_dir, out_dir, *extra) -> MatrixConfig:
+    return load_config(MatrixConfig, TINY_YAML, settings(corpus_dir, out_dir, *extra))
+
+
+def mtimes(out: Path) -> dict[str, int]:
+    return {str(p.parent.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("**/results.json")}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def first_run(corpus, tmp_path_factory):
+    """The tiny matrix run once, in this process."""
+    out = tmp_path_factory.mktemp("matrix")
+    summary = run_matrix(config(corpus.dir, out), jobs=1, progress=False)
+    return out, summary
+
+
+def test_plan_dedups_runs_and_roles(corpus, tmp_path):
+    cells = plan_cells(config(corpus.dir, tmp_path))
+    names = list(cells)
+    assert names[:4] == ["scratch/bn-all/seed0", "scratch/tr-all/seed0", "scratch/bn-3.6s/seed0",
+                         "scratch/tr-3.6s/seed0"]  # sources and baselines first
+    assert len(cells) == 12 and all(c.kind == "adapt" for c in list(cells.values())[4:])
+    main_cell = cells[f"{TARGET}/main/seed0"]
+    roles = {(r["table"], r.get("row") or r.get("variant") or r.get("k")) for r in main_cell.roles}
+    # one run: the matrix cell, the data-size table's large-source row, and the sweep's k=2 (= all layers)
+    assert roles == {("matrix", None), ("size", "transfer_large"), ("sweep", 2)}
+    adapters = cells[f"{TARGET}/size_adaptation/seed0"]
+    assert {(r["table"], r.get("variant")) for r in adapters.roles} == {("size", None), ("variants", "full+adapters")}
+    same = cells["adapt/bn-all_to_bn-3.6s/main/seed0"]
+    assert {r["table"] for r in same.roles} == {"matrix", "size"}
+    assert cells["scratch/tr-3.6s/seed0"].roles[0] == {"table": "baseline", "target": "tr", "budget": "small"}
+    assert cells[f"{TARGET}/main/seed0"].source == "scratch/tr-all/seed0"
+    assert cells["adapt/tr-3.6s_to_bn-3.6s/main/seed0"].source == "scratch/tr-3.6s/seed0"
+
+
+def test_plan_two_seeds_doubles_every_run(corpus, tmp_path):
+    cells = plan_cells(config(corpus.dir, tmp_path, "seeds=[0, 1]"))
+    assert len(cells) == 24 and sum(n.endswith("/seed1") for n in cells) == 12
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["variants.slow={mode: chain_thaw}"], "slow: .*needs at least 5 epochs"),
+    (["variants.bad={mode: full, epochs: 3}"], r"variants.bad: unknown key\(s\) \['epochs'\]"),
+    (["variants.main={mode: head}"], r"variant name\(s\) \['main'\] cannot be folder labels"),
+    (["variants={k1: {mode: head}, a/b: {mode: head}}"], r"\['k1', 'a/b'\]"),
+    (["layer_sweep=[3]"], "k in 0..2"),
+    (["sources=[]"], "at least one source"),
+    (["adapt.mode=adaptation"], "adapt: .*adapt.adaptation is empty"),
+    (["small_train={epochs: x}"], "small_train.epochs: expected int"),
+])
+def test_plan_rejects_bad_configs(corpus, tmp_path, extra, match):
+    with pytest.raises(ValueError, match=match):
+        plan_cells(config(corpus.dir, tmp_path, *extra))
+
+
+@pytest.mark.parametrize("hours, tag", [(None, "all"), (0.001, "3.6s"), (0.1667, "10min"), (0.5, "30min"),
+                                       (1.0, "1h"), (60, "60h")])
+def test_hours_tag(hours, tag):
+    assert hours_tag(hours) == tag
+
+
+def test_end_to_end_outputs(first_run):
+    out, summary = first_run
+    assert summary["failed"] == {} and len(summary["ran"]) == 12 and summary["skipped"] == []
+    for name in summary["ran"]:
+        cell = out / name
+        for f in ("cell.json", "best.pt", "train_log.jsonl", "decode_test/hyp.txt", "results.json"):
+            assert (cell / f).is_file(), cell / f
+        res = json.loads((cell / "results.json").read_text())
+        assert res["name"] == name and 0 <= res["test"]["wer"] and res["test"]["n_utts"] == 2
+    src = json.loads((out / f"{TARGET}/main/seed0/results.json").read_text())["source"]
+    assert src == {"name": "scratch/tr-all/seed0", "language": "tr", "hours": None}
+    report = out / "report"
+    for stem in ("wer_matrix", "cer_matrix", "gain_matrix", "data_size", "variants", "layer_sweep"):
+        assert (report / f"{stem}.csv").is_file() and (report / f"{stem}.md").is_file()
+    for png in ("wer_matrix", "cer_matrix", "gain_matrix", "layer_sweep", "curves_bn", "curves_tr"):
+        assert (report / f"{png}.png").stat().st_size > 1000
+    text = (report / "report.md").read_text()
+    assert "12 of 12 runs finished" in text and "—" not in (report / "wer_matrix.md").read_text()
+
+
+CHANGED = ("variants.head.train.lr=0.0005", "layer_sweep=[1, 2]")  # one changed run, one new run
+
+
+def test_rerun_skips_every_run_then_changes_rerun_only_their_runs_in_parallel(first_run, corpus):
+    out, _ = first_run
+    before = mtimes(out)
+    summary = run_matrix(config(corpus.dir, out), jobs=1, progress=False)
+    assert summary["ran"] == [] and len(summary["skipped"]) == 12 and mtimes(out) == before
+
+    # train.threads=0 (not part of any run's identity): each worker gets max(1, cores // jobs) threads
+    summary = run_matrix(config(corpus.dir, out, *CHANGED, "train.threads=0"), jobs=2, progress=False)
+    head, k1 = f"{TARGET}/head/seed0", f"{TARGET}/k1/seed0"
+    assert sorted(summary["ran"]) == sorted([head, k1]) and len(summary["skipped"]) == 10
+    after = mtimes(out)
+    assert after[head] > before[head] and k1 in after
+    assert {k: v for k, v in after.items() if k not in (head, k1)} == {k: v for k, v in before.items() if k != head}
+    assert json.loads((out / head / "cell.json").read_text())["spec"]["adapt"]["train"]["lr"] == 0.0005
+    for name in (head, k1):  # separate processes: each has its own log and cores // jobs torch threads
+        assert "finished in" in (out / name / "log.txt").read_text()
+        threads = json.loads((out / name / "cell.json").read_text())["runtime"]["threads"]
+        assert threads == max(1, (os.cpu_count() or 1) // 2)
+    assert "—" not in (out / "report" / "layer_sweep.md").read_text()
+
+
+def test_killed_run_resumes_from_its_checkpoint(first_run, corpus):
+    out, _ = first_run
+    cfg = config(corpus.dir, out, *CHANGED)
+    name = "adapt/bn-all_to_tr-3.6s/main/seed0"
+    cell = out / name
+    log_before = (cell / "train_log.jsonl").read_text()
+    best_before = cell.joinpath("best.pt").stat().st_mtime_ns
+    # what a kill after the last epoch's checkpoint leaves: last.pt, but no done.json and no results.json
+    (cell / "done.json").unlink()
+    (cell / "results.json").unlink()
+    assert cell_status(out, plan_cells(cfg)[name]) == "partial"
+    summary = run_matrix(cfg, jobs=1, progress=False)
+    assert name in summary["ran"]  # (with the changed runs too when this test runs alone)
+    assert (cell / "train_log.jsonl").read_text() == log_before  # resumed from last.pt: no epoch trained again
+    assert cell.joinpath("best.pt").stat().st_mtime_ns == best_before and (cell / "done.json").is_file()
+
+
+def test_cli_dry_run_and_report(first_run, corpus, capsys):
+    out, _ = first_run
+    sets = sum((["--set", s] for s in settings(corpus.dir, out)), [])
+    assert main(["matrix", str(TINY_YAML), "--dry-run", *sets]) == 0
+    status = dict(reversed(line.split()) for line in capsys.readouterr().out.splitlines())
+    assert len(status) == 12 and status[f"{TARGET}/k0/seed0"] in ("done", "new")
+    assert all(v == "done" for k, v in status.items() if "/head/" not in k and "/k0/" not in k)
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report" / "report.md")
+    assert main(["report", str(out / "nowhere")]) == 2
+    assert "not a matrix folder" in capsys.readouterr().err
+
+
+def test_failed_source_blocks_its_cells_and_the_rest_still_reports(corpus, tmp_path, monkeypatch):
+    real = matrix_mod.run_cell
+
+    def flaky(path):
+        if "scratch/tr-all" in str(path):
+            raise RuntimeError("simulated failure")
+        return real(path)
+
+    monkeypatch.setattr(matrix_mod, "run_cell", flaky)
+    cfg = config(corpus.dir, tmp_path / "m", "variant_pairs=[]", "layer_sweep=[]", "size_pairs=[]", "sources=[tr]",
+                 "targets=[bn]")
+    with pytest.raises(MatrixError) as e:
+        run_matrix(cfg, jobs=1, progress=False)
+    msg = str(e.value)
+    assert "scratch/tr-all/seed0: RuntimeError: simulated failure" in msg
+    assert "adapt/tr-all_to_bn-3.6s/main/seed0: its source scratch/tr-all/seed0 failed" in msg
+    assert "2 of 3 runs failed" in msg
+    wer = (tmp_path / "m" / "report" / "wer_matrix.csv").read_text().splitlines()
+    assert wer == ["adapt to \\ pretrain on,tr", "bn,"]  # the failed cell is empty
+    assert (tmp_path / "m" / "scratch/bn-3.6s/seed0/results.json").is_file()  # the independent run finished

@@ -1,0 +1,281 @@
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import kendalltau, spearmanr
+
+from lid_helpers import build_corpus, split_utts, tiny_lid_config
+from xlingual.cli import main
+from xlingual.config import to_dict
+from xlingual.corpus import Utterance, read_manifest
+from xlingual.lid import average_posteriors, load_lid, posteriors_for, train_lid, utterance_posteriors
+from xlingual.ranking import (evaluate_ranking, inventory_overlap, inventory_scores, rank_query, rank_sources,
+                              read_wer_matrix, select_by_lid, select_utterances, typology_available,
+                              typology_scores, unit_inventory)
+
+# --------------------------------------------------------------------------------------------------------------
+# The GUIDE's reference (IARPA Babel): LID average posteriors and the 60 h -> 10 h WER matrix
+
+
+REF_LANGS = ["Bengali", "Assamese", "Lao", "Turkish"]
+REF_LID = [[0.57, 0.21, 0.09, 0.13], [0.21, 0.57, 0.11, 0.11], [0.08, 0.11, 0.71, 0.10], [0.13, 0.12, 0.10, 0.65]]
+REF_WER = [[66.0, 63.8, 65.1, 64.2], [61.2, 65.2, 62.9, 62.1], [59.8, 60.1, 62.3, 60.0], [61.8, 63.1, 63.3, 63.9]]
+
+
+def _nested(rows):
+    return {t: dict(zip(REF_LANGS, r)) for t, r in zip(REF_LANGS, rows)}
+
+
+def test_reference_example_top1_3_of_4_lao_regret_03():
+    ev = evaluate_ranking(_nested(REF_LID), _nested(REF_WER))
+    rows = {r["target"]: r for r in ev["targets"]}
+    assert {t: r["chosen"] for t, r in rows.items()} == {"Bengali": "Assamese", "Assamese": "Bengali",
+                                                         "Lao": "Assamese", "Turkish": "Bengali"}
+    assert rows["Lao"]["best"] == ["Bengali"] and rows["Lao"]["regret"] == pytest.approx(0.3)
+    assert all(rows[t]["regret"] == 0 and rows[t]["top1"] == 1 for t in ("Bengali", "Assamese", "Turkish"))
+    s = ev["summary"]
+    assert s["n_targets"] == 4 and s["top1_hits"] == 3 and s["top1_rate"] == 0.75
+    assert s["mean_regret"] == pytest.approx(0.075) and s["max_regret"] == pytest.approx(0.3)
+    # by hand: within-target ranks (score vs -WER); Assamese's Lao/Turkish scores tie (0.11) -> midrank 1.5
+    #   sum of rank-deviation products 2 + 1.5 - 2 + 2 = 3.5, sums of squares 7.5 and 8
+    assert s["spearman"] == pytest.approx(3.5 / math.sqrt(7.5 * 8))
+    #   within-target pairs: 8 concordant, 3 discordant, 12 pairs, 1 tied in score -> tau-b
+    assert s["kendall"] == pytest.approx(5 / math.sqrt(11 * 12))
+    # NDCG@3, gain (worst - WER) / (worst - best): Bengali, Turkish perfect; Lao reversed-ish; Assamese tie
+    lao = (0.1 / 0.3 / math.log2(3) + 1 / 2) / (1 + 0.1 / 0.3 / math.log2(3))
+    tie = (0.8 / 1.7) / 2
+    assamese = (1 + tie / math.log2(3) + tie / 2) / (1 + 0.8 / 1.7 / math.log2(3))
+    assert rows["Lao"]["ndcg@3"] == pytest.approx(lao) and rows["Assamese"]["ndcg@3"] == pytest.approx(assamese)
+    assert s["ndcg@3"] == pytest.approx((2 + lao + assamese) / 4)
+    # a uniformly random non-self choice: Bengali's candidates 63.8/65.1/64.2 -> expected regret 0.567, ...
+    assert rows["Bengali"]["random_regret"] == pytest.approx((0 + 1.3 + 0.4) / 3, abs=1e-6)
+
+
+# (predicted scores, WER matrix, expected top-1 hits, mean regret, pooled Spearman)
+ORACLE_CASES = [
+    pytest.param({"t": {"a": .5, "b": .3, "c": .2}}, {"t": {"t": 50, "a": 60, "b": 61, "c": 65}}, 1, 0.0, 1.0,
+                 id="perfect"),
+    pytest.param({"t": {"a": .2, "b": .3, "c": .5}}, {"t": {"t": 50, "a": 60, "b": 61, "c": 65}}, 0, 5.0, -1.0,
+                 id="reversed"),
+    # a tie at the top between the best and the worst source: the expectation over both choices
+    pytest.param({"t": {"a": .4, "b": .2, "c": .4}}, {"t": {"a": 60, "b": 61, "c": 65}}, 0.5, 2.5, 0.0,
+                 id="tie-at-top"),
+    # the target's own (highest) score and its own WER are ignored
+    pytest.param({"t": {"t": .9, "a": .06, "b": .04}}, {"t": {"t": 40, "a": 62, "b": 60}}, 0, 2.0, -1.0,
+                 id="self-excluded"),
+    # pooled over a perfect and a reversed target
+    pytest.param({"x": {"a": 3, "b": 2, "c": 1}, "y": {"a": 1, "b": 2, "c": 3}},
+                 {"x": {"a": 10, "b": 11, "c": 12}, "y": {"a": 20, "b": 21, "c": 24}}, 1, 2.0, 0.0, id="pooled"),
+    # sources without a WER (or without a score) are not candidates
+    pytest.param({"t": {"a": .1, "b": .5, "z": .9}}, {"t": {"a": 60, "b": 63, "q": 50}}, 0, 3.0, -1.0,
+                 id="candidates-intersect"),
+]
+
+
+@pytest.mark.parametrize("scores, wer, top1, regret, spearman", ORACLE_CASES)
+def test_ranking_metrics_against_oracle_tables(scores, wer, top1, regret, spearman):
+    s = evaluate_ranking(scores, wer)["summary"]
+    assert s["top1_hits"] == pytest.approx(top1)
+    assert s["mean_regret"] == pytest.approx(regret)
+    assert s["spearman"] == pytest.approx(spearman, abs=1e-9)
+
+
+def test_targets_with_fewer_than_two_candidates_are_skipped():
+    ev = evaluate_ranking({"t": {"a": .5, "t": .5}, "u": {"a": .2, "b": .1}},
+                          {"t": {"t": 1, "a": 2}, "u": {"a": 3, "b": 4}, "v": {"a": 1, "b": 2}})
+    assert [r["target"] for r in ev["targets"]] == ["u"] and ev["skipped"] == ["t", "v"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pooled_correlations_equal_scipy_for_one_target(seed):
+    rng = np.random.default_rng(seed)
+    n = 6
+    scores = np.round(rng.random(n), 1)  # rounding makes ties likely
+    wers = np.round(50 + 10 * rng.random(n), 0)
+    names = [f"s{i}" for i in range(n)]
+    s = evaluate_ranking({"t": dict(zip(names, scores))}, {"t": dict(zip(names, wers))})["summary"]
+    if len(set(scores)) > 1 and len(set(wers)) > 1:
+        assert s["spearman"] == pytest.approx(spearmanr(scores, -wers).statistic)
+        assert s["kendall"] == pytest.approx(kendalltau(scores, -wers).statistic)
+
+
+def test_ndcg_separates_a_reversed_ranking():
+    # the GUIDE's warning: with gain = best/WER, NDCG@3 >= 0.95 even reversed; min-max gains do not hide it
+    ev = evaluate_ranking({"t": {"a": 1, "b": 2, "c": 3}}, {"t": {"a": 60, "b": 61, "c": 65}})
+    g = 0.8  # b's gain: (65 - 61) / (65 - 60)
+    assert ev["summary"]["ndcg@3"] == pytest.approx((g / math.log2(3) + 1 / 2) / (1 + g / math.log2(3)))
+    assert ev["summary"]["ndcg@3"] < 0.75
+
+
+def test_read_wer_matrix_wide_and_long(tmp_path):
+    wide = tmp_path / "wer_matrix.csv"
+    wide.write_text("adapt to \\ pretrain on,bn,as,th\nbn,66.0*,63.8,65.1\nas,61.2,65.2*,\nth,59.8,60.1,62.3*\n")
+    assert read_wer_matrix(wide) == {"bn": {"bn": 66.0, "as": 63.8, "th": 65.1}, "as": {"bn": 61.2, "as": 65.2},
+                                     "th": {"bn": 59.8, "as": 60.1, "th": 62.3}}
+    long = tmp_path / "long.csv"
+    long.write_text("target,source,wer,cer\nbn,as,63.8,20\nbn,th,65.1,21\nas,bn,nan,3\n")
+    assert read_wer_matrix(long) == {"bn": {"as": 63.8, "th": 65.1}}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,bn,as\nbn,1,two\n")
+    with pytest.raises(ValueError, match="not a WER matrix"):
+        read_wer_matrix(bad)
+    with pytest.raises(FileNotFoundError):
+        read_wer_matrix(tmp_path / "none.csv")
+
+
+@pytest.mark.parametrize("target, source, jaccard, coverage", [
+    ("aab", "aaaaac", 1 / 3, 2 / 3),
+    ("abc", "abc", 1.0, 1.0),
+    ("ab", "cd", 0.0, 0.0),
+    ("abbb", "b", 1 / 2, 3 / 4),
+])
+def test_inventory_overlap(target, source, jaccard, coverage):
+    t, s = Counter(target), Counter(source)
+    assert inventory_overlap(t, s, "jaccard") == pytest.approx(jaccard)
+    assert inventory_overlap(t, s, "coverage") == pytest.approx(coverage)
+
+
+def test_unit_inventories_chars_and_ipa_phones():
+    assert unit_inventory(["ab ba", "c"], "tr", "char") == Counter({"a": 2, "b": 2, "c": 1})
+    ipa = unit_inventory(["merhaba dünya"], "tr", "ipa")
+    assert {"m", "h", "b"} <= set(ipa) and "ˈ" not in ipa and "|" not in ipa
+    scores = inventory_scores({"bn": ["আমি ভাত"], "as": ["আমি ভাত"], "tr": ["merhaba"]}, "char", "jaccard")
+    assert scores["bn"] == {"as": 1.0, "tr": 0.0} and set(scores) == {"bn", "as", "tr"}
+
+
+@pytest.mark.skipif(not typology_available(), reason="lang2vec (URIEL data) is not installed")
+def test_typology_similarity_from_uriel():
+    gen = typology_scores(["bn", "as", "tr", "th"], "genetic")
+    assert gen["bn"]["as"] > gen["bn"]["tr"] and gen["bn"]["as"] == pytest.approx(gen["as"]["bn"])
+    syn = typology_scores(["bn", "as", "tr", "th"], "syntax", targets=["th"])
+    assert set(syn) == {"th"} and set(syn["th"]) == {"bn", "as", "tr"}
+
+
+def _utt(i: str, seconds: float, lang: str = "tr") -> Utterance:
+    return Utterance(id=i, audio=f"/x/{i}.wav", text="a", language=lang, speaker="s", duration=seconds)
+
+
+@pytest.mark.parametrize("scores, durations, hours, expected", [
+    ({"a": .9, "b": .8, "c": .1}, {"a": 10, "b": 10, "c": 10}, 20 / 3600, ["a", "b"]),
+    # b would overflow the budget: skipped, and the shorter c still fits
+    ({"a": .9, "b": .8, "c": .1}, {"a": 10, "b": 30, "c": 5}, 16 / 3600, ["a", "c"]),
+    ({"a": .1, "b": .2}, {"a": 10, "b": 10}, 1.0, ["b", "a"]),
+    ({"a": .5, "b": .5, "c": .9}, {"a": 10, "b": 10, "c": 10}, 20 / 3600, ["c", "a"]),  # ties by id
+])
+def test_select_utterances_highest_scores_within_budget(scores, durations, hours, expected):
+    utts = [_utt(i, d) for i, d in durations.items()]
+    chosen = select_utterances(utts, scores, hours)
+    assert [u.id for u in chosen] == expected
+    assert sum(u.duration for u in chosen) <= hours * 3600 + 1e-6
+
+
+def test_select_utterances_needs_scores_and_budget():
+    with pytest.raises(ValueError, match="no score"):
+        select_utterances([_utt("a", 1)], {}, 1.0)
+    with pytest.raises(ValueError, match="hours"):
+        select_utterances([_utt("a", 1)], {"a": 1}, 0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# With a tiny trained LID (bn, tr, th; shared with test_lid.py through the session temp folder)
+
+
+@pytest.fixture(scope="module")
+def lid_run(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "lid_shared"
+    corpus = build_corpus(root / "corpus")
+    cfg = tiny_lid_config(corpus, root / "lid")
+    return cfg, train_lid(cfg), corpus
+
+
+def test_rank_sources_orders_by_average_posterior_and_excludes_self(lid_run):
+    _, best, corpus = lid_run
+    target = corpus / "bn" / "test.jsonl"
+    ranking = rank_sources(best, target)
+    assert [s for s, _ in ranking] != [] and "bn" not in dict(ranking) and len(ranking) == 2
+    assert [v for _, v in ranking] == sorted((v for _, v in ranking), reverse=True)
+    model, meta = load_lid(best)
+    avg = average_posteriors(posteriors_for(model, meta, read_manifest(target)))["frame"]
+    expected = {lang: float(v) for lang, v in zip(meta["languages"], avg) if lang != "bn"}
+    assert dict(ranking) == pytest.approx(expected, abs=1e-6)
+    with_self = rank_query(best, target, exclude_self=False, level="utterance")
+    assert {s for s, _ in with_self.ranking} == {"bn", "tr", "th"} and with_self.excluded == []
+    assert sum(v for _, v in with_self.ranking) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_rank_an_audio_folder(lid_run):
+    _, best, corpus = lid_run
+    res = rank_query(best, corpus / "th" / "wav" / "test", language="th")
+    assert res.n_utterances == 3 and res.excluded == ["th"] and [s for s, _ in res.ranking] != []
+    assert {s for s, _ in res.ranking} == {"bn", "tr"}
+    assert rank_query(best, corpus / "th" / "wav" / "test").language is None  # unknown: nothing excluded
+
+
+def test_cli_rank_json(lid_run, capsys):
+    _, best, corpus = lid_run
+    target = corpus / "tr" / "test.jsonl"
+    assert main(["rank", "--lid", str(best), "--target", str(target), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["language"] == "tr" and out["excluded"] == ["tr"] and out["n_utterances"] == 3
+    scores = [r["score"] for r in out["ranking"]]
+    assert scores == sorted(scores, reverse=True) and {r["language"] for r in out["ranking"]} == {"bn", "th"}
+    assert [(r["language"], r["score"]) for r in out["ranking"]] == \
+        [(s, pytest.approx(v, abs=1e-6)) for s, v in rank_sources(best, target)]
+    assert out["seconds"] < 60
+    assert main(["rank", "--lid", str(best), "--target", str(target)]) == 0
+    assert "1. " in capsys.readouterr().out
+    assert main(["rank", "--lid", str(best), "--target", str(corpus / "nowhere.jsonl")]) == 2
+    assert "target not found" in capsys.readouterr().err
+
+
+def test_select_by_lid_takes_the_most_target_like_pool_utterances(lid_run, tmp_path):
+    _, best, corpus = lid_run
+    pool = split_utts(corpus, "tr", "train") + split_utts(corpus, "th", "train")
+    budget = sum(sorted(u.duration for u in pool)[:5]) / 3600  # room for about 5 utterances
+    summary = select_by_lid(best, pool, budget, tmp_path / "sel.jsonl", target_language="bn")
+    chosen = read_manifest(tmp_path / "sel.jsonl")
+    assert summary["criterion"] == "target" and summary["selected_utterances"] == len(chosen) > 0
+    assert sum(u.duration for u in chosen) <= budget * 3600 + 1e-6
+    model, meta = load_lid(best)
+    post = utterance_posteriors(posteriors_for(model, meta, pool))
+    bn = meta["languages"].index("bn")
+    chosen_ids = {u.id for u in chosen}
+    worst_chosen = min(float(post[i][bn]) for i in chosen_ids)
+    # every utterance left out that would still have fitted scores lower than the worst one taken
+    room = budget * 3600 - sum(u.duration for u in chosen)
+    assert all(float(post[u.id][bn]) <= worst_chosen + 1e-6 for u in pool
+               if u.id not in chosen_ids and u.duration <= room)
+    assert json.loads((tmp_path / "sel.selection.json").read_text())["hours_by_language"]
+    prof = select_by_lid(best, pool, budget, tmp_path / "prof.jsonl", target=split_utts(corpus, "bn", "test"),
+                         criterion="profile")
+    assert prof["criterion"] == "profile" and set(prof["profile"]) == {"bn", "tr", "th"}
+
+
+def test_cli_rank_eval_in_set_loo_and_baselines(lid_run, tmp_path, capsys):
+    cfg, best, corpus = lid_run
+    wer = tmp_path / "wer_matrix.csv"
+    wer.write_text("adapt to \\ pretrain on,bn,tr,th\nbn,60.0*,62.0,65.0\ntr,70.0,55.0*,71.0\nth,80.0,81.0,75.0*\n")
+    loo = tmp_path / "lid.yaml"
+    loo.write_text(yaml.safe_dump(to_dict(cfg)))
+    out = tmp_path / "eval"
+    assert main(["rank-eval", "--lid", str(best), "--wer-matrix", str(wer), "--out", str(out),
+                 "--loo-config", str(loo), "--set", f"out_dir={tmp_path / 'loo'}"]) == 0
+    md = capsys.readouterr().out
+    assert "| in_set | lid | 3 |" in md and "| loo | lid | 3 |" in md and "| baselines | char_jaccard | 3 |" in md
+    res = json.loads((out / "ranking_eval.json").read_text())
+    assert set(res["evaluations"]) == {"in_set", "loo", "baselines"}
+    assert {"char_jaccard", "char_coverage", "ipa_jaccard", "ipa_coverage"} <= set(res["evaluations"]["baselines"])
+    if not typology_available():
+        assert any("lang2vec" in n for n in res["notes"])
+    loo_scores = json.loads((out / "loo_scores.json").read_text())
+    for t, row in loo_scores["scores"].items():  # an LID trained without t never scores t
+        assert t not in row and len(row) == 2
+        assert load_lid(loo_scores["checkpoints"][t])[1]["languages"] == [x for x in ["bn", "tr", "th"] if x != t]
+    for name in ("lid_scores.png", "lid_scores_frame.csv", "ranking_in_set_lid.csv", "ranking_loo_lid.csv",
+                 "ranking_eval.md", "loo_scores.png"):
+        assert (out / name).is_file()
+    row = res["evaluations"]["in_set"]["lid"]["targets"][0]
+    assert row["target"] == "bn" and row["n_candidates"] == 2 and row["best"] == ["tr"]

@@ -1,0 +1,157 @@
+"""Matrix report (xlingual/report.py): table layout and labels, gains, seeds, missing runs, figures.
+
+The results here are hand-written fixtures on a real plan (matrix.plan_cells of the tiny recipe), so every expected
+number is known exactly; no model is trained.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from xlingual.config import MatrixConfig, load_config
+from xlingual.matrix import plan_cells, write_plan
+from xlingual.ranking import read_wer_matrix
+from xlingual.report import Results, Table, hours_label, write_report
+
+TINY_YAML = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "matrix_tiny.yaml"
+
+# test WER by (table role) -> value; CER = WER / 2
+MATRIX = {("bn", "bn"): 40.0, ("tr", "bn"): 50.0, ("bn", "tr"): 45.0, ("tr", "tr"): 30.0}  # (source, target)
+BASELINE = {("bn", "small"): 80.0, ("tr", "small"): 60.0, ("bn", "large"): 35.0, ("tr", "large"): 25.0}
+
+
+def wer_of(cell: dict, seed_offset: float) -> float | None:
+    """The fixture WER of a run, from the first role that defines one (+ seed_offset * seed)."""
+    for r in cell["roles"]:
+        if r["table"] == "matrix":
+            return MATRIX[(r["source"], r["target"])] + seed_offset * cell["seed"]
+        if r["table"] in ("baseline", "source"):
+            return BASELINE[(r.get("target") or r["source"], r["budget"])] + seed_offset * cell["seed"]
+        if r["table"] == "size" and r["row"] == "transfer_small":
+            return 70.0
+        if r["table"] in ("size", "variants") and cell["label"] == "size_adaptation":
+            return 48.0
+        if r["table"] == "variants" and r["variant"] == "head":
+            return 65.0
+        if r["table"] == "sweep":
+            return 75.0 if r["k"] == 0 else None
+    return None
+
+
+def make_matrix(out: Path, *sets: str, skip=(), seed_offset: float = 0.0) -> MatrixConfig:
+    cfg = load_config(MatrixConfig, TINY_YAML, [f"out_dir={out}", *sets])
+    cells = plan_cells(cfg)
+    write_plan(out, cfg, cells)
+    plan = json.loads((out / "cells.json").read_text())["cells"]
+    for c in plan:
+        w = wer_of(c, seed_offset)
+        if w is None or c["name"] in skip:
+            continue
+        folder = out / c["name"]
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({"hash": c["hash"], "test": {"wer": w, "cer": w / 2},
+                                                         "epochs": 2, "steps": 4, "best_dev_wer": w + 1}))
+        (folder / "train_log.jsonl").write_text("".join(
+            json.dumps({"epoch": e, "step": 2 * e, "dev_wer": w + 10 / e}) + "\n" for e in (1, 2)))
+    return cfg
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.open(encoding="utf-8")))
+
+
+@pytest.fixture
+def report(tmp_path):
+    make_matrix(tmp_path)
+    write_report(tmp_path)
+    return tmp_path / "report"
+
+
+def test_wer_matrix_layout_like_the_reference(report):
+    rows = read_csv(report / "wer_matrix.csv")
+    assert rows == [["adapt to \\ pretrain on", "bn", "tr"], ["bn", "40", "50"], ["tr", "45", "30"]]
+    assert read_wer_matrix(report / "wer_matrix.csv") == {"bn": {"bn": 40.0, "tr": 50.0},
+                                                          "tr": {"bn": 45.0, "tr": 30.0}}  # what rank-eval reads
+    md = (report / "wer_matrix.md").read_text().splitlines()
+    assert md[2] == "| adapt to \\ pretrain on | Bangla (bn) | Turkish (tr) |"
+    assert md[4] == "| Bangla (bn) | **40.0** | 50.0 |"  # the same-language cell in bold
+    assert md[5] == "| Turkish (tr) | 45.0 | **30.0** |"
+    assert read_csv(report / "cer_matrix.csv")[1] == ["bn", "20", "25"]
+
+
+def test_gain_over_the_from_scratch_baseline(report):
+    rows = read_csv(report / "gain_matrix.csv")
+    assert rows[0] == ["adapt to \\ pretrain on", "bn", "tr", "scratch_wer"]
+    # bn: scratch 80 -> 40 is 50 %, -> 50 is 37.5 %; tr: scratch 60 -> 45 is 25 %, -> 30 is 50 %
+    assert rows[1:] == [["bn", "50", "37.5", "80"], ["tr", "25", "50", "60"]]
+    assert "| Bangla (bn) | **+50.0** | +37.5 | 80.0 |" in (report / "gain_matrix.md").read_text()
+
+
+def test_data_size_table_rows(report):
+    rows = read_csv(report / "data_size.csv")
+    assert rows[0] == ["condition \\ source -> target", "tr->bn"]
+    assert rows[1:] == [["scratch_small", "80"], ["scratch_large", "35"], ["transfer_small", "70"],
+                        ["transfer_large", "50"], ["adaptation", "48"], ["same_language", "40"]]
+    md = (report / "data_size.md").read_text()
+    small = hours_label(0.003)
+    assert f"| no pre-training, {small} target | 80.0 |" in md and "| + adaptation (adapter) | 48.0 |" in md
+    assert f"| transfer all data same language -> {small} target | 40.0 |" in md
+
+
+def test_variants_and_layer_sweep_tables(report):
+    assert read_csv(report / "variants.csv") == [["source -> target \\ variant", "head", "full+adapters"],
+                                                 ["tr->bn", "65", "48"], ["mean", "65", "48"]]
+    # k=2 is the full transfer: the matrix cell's run (50); the last column is the target's scratch WER
+    assert read_csv(report / "layer_sweep.csv") == [["source -> target \\ k", "0", "2", "scratch"],
+                                                    ["tr->bn", "75", "50", "80"]]
+    assert (report / "layer_sweep.png").stat().st_size > 1000
+
+
+def test_figures_and_learning_curves(report):
+    for name in ("wer_matrix", "cer_matrix", "gain_matrix", "curves_bn", "curves_tr"):
+        assert (report / f"{name}.png").stat().st_size > 1000
+    curves = read_csv(report / "learning_curves.csv")
+    assert curves[0] == ["target", "series", "step", "dev_wer"]
+    bn = [r for r in curves[1:] if r[0] == "bn"]
+    assert {r[1] for r in bn} == {"no pre-training", "from bn (same language)", "from tr"}
+    assert ["bn", "no pre-training", "2", "90.0"] in bn  # epoch 1: step 2, 80 + 10
+    text = (report / "report.md").read_text()
+    assert "![wer_matrix](wer_matrix.png)" in text and "![curves_bn](curves_bn.png)" in text
+    runs = read_csv(report / "runs.csv")
+    assert runs[0][:3] == ["name", "kind", "language"] and len(runs) == 1 + 12
+
+
+def test_missing_and_stale_runs_are_empty_cells(tmp_path):
+    make_matrix(tmp_path, skip={"adapt/tr-all_to_bn-10.8s/main/seed0"})
+    stale = tmp_path / "adapt/bn-all_to_tr-10.8s/main/seed0/results.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "hash": "another config"}))
+    write_report(tmp_path)
+    rows = read_csv(tmp_path / "report" / "wer_matrix.csv")
+    assert rows[1:] == [["bn", "40", ""], ["tr", "", "30"]]
+    md = (tmp_path / "report" / "wer_matrix.md").read_text()
+    assert "| Bangla (bn) | **40.0** | — |" in md
+    assert "10 of 12 runs finished" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_seeds_are_averaged(tmp_path):
+    make_matrix(tmp_path, "seeds=[0, 1]", seed_offset=2.0)  # seed 1 is 2 points worse everywhere
+    write_report(tmp_path)
+    assert read_csv(tmp_path / "report" / "wer_matrix.csv")[1] == ["bn", "41", "51"]
+    assert "Mean of 2 seeds." in (tmp_path / "report" / "wer_matrix.md").read_text()
+    res = Results(tmp_path)
+    assert res.value(table="matrix", source="bn", target="bn") == 41.0 and len(res.runs(table="matrix")) == 8
+
+
+def test_table_writers():
+    t = Table("t", "T", "r \\ c", ["a", "b"], ["x"], [[1.0, None]], marked={(0, 0)}, note="n.")
+    assert t.to_csv() == "r \\ c,a,b\nx,1,\n"
+    assert t.to_markdown() == "| r \\ c | a | b |\n|---|---|---|\n| x | **1.0** | — |\n\nn.\n"
+
+
+def test_report_of_a_folder_without_a_plan(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a matrix folder"):
+        write_report(tmp_path)

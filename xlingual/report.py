@@ -1,0 +1,416 @@
+"""Tables and figures of a matrix, regenerated from the runs' results on disk (`write_report(matrix_dir)`).
+
+Every table is written as CSV (plain numbers, language codes) and Markdown (language names, the same-language
+cell in bold); report.md gathers them with the figures:
+
+    wer_matrix   test WER, rows "adapt to", columns "pretrain on" (the reference's layout) + heatmap
+    cer_matrix   the same for CER + heatmap
+    gain_matrix  relative WER reduction of each cell over the target's from-scratch baseline (%) + heatmap
+    data_size    no pre-training at the small / large target budget; transfer from a small / large source
+                 budget; + adaptation layers; same-language large -> small (one column per source -> target pair)
+    variants     test WER of each adaptation variant (head, full, chain-thaw, full + adapters, ...) per cell
+    layer_sweep  test WER against k, the number of transferred bottom layers + plot
+    curves_<t>   dev WER against training steps, from scratch vs transferred, one plot per target
+    runs         every run: folder, kind, language, budget, seed, test WER/CER, steps, wall time
+
+Values are means over the seeds that finished; a run that has not finished is an empty cell ("—"), so a partial
+matrix still reports what exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .fileio import read_json, write_text
+
+PLAN_FILE = "cells.json"  # written by matrix.run_matrix
+RESULTS_FILE = "results.json"
+MISSING = "—"
+
+
+@dataclass
+class Table:
+    """A labelled grid of numbers (None = missing); `marked` cells are bold in Markdown."""
+
+    name: str  # file stem, e.g. "wer_matrix"
+    title: str  # Markdown heading
+    corner: str  # the top-left header, e.g. "adapt to \\ pretrain on"
+    columns: list[str]  # column labels (Markdown)
+    rows: list[str]  # row labels (Markdown)
+    values: list[list[float | None]]  # rows x columns
+    csv_columns: list[str] | None = None  # column labels in the CSV (default: columns)
+    csv_rows: list[str] | None = None  # row labels in the CSV (default: rows)
+    marked: set[tuple[int, int]] = field(default_factory=set)  # (row, column) shown in bold
+    fmt: str = "{:.1f}"  # number format
+    column_fmts: list[str] | None = None  # per-column formats, overriding fmt
+    note: str = ""  # a line under the Markdown table
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow([self.corner] + (self.csv_columns or self.columns))
+        for label, vals in zip(self.csv_rows or self.rows, self.values):
+            w.writerow([label] + ["" if v is None else f"{v:.6g}" for v in vals])
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        lines = [f"| {self.corner} | " + " | ".join(self.columns) + " |",
+                 "|---" * (len(self.columns) + 1) + "|"]
+        for i, (label, vals) in enumerate(zip(self.rows, self.values)):
+            cells = []
+            for j, v in enumerate(vals):
+                s = MISSING if v is None else (self.column_fmts or [self.fmt] * len(vals))[j].format(v)
+                cells.append(f"**{s}**" if (i, j) in self.marked and v is not None else s)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n" + (f"\n{self.note}\n" if self.note else "")
+
+    def write(self, out_dir: Path) -> None:
+        write_text(out_dir / f"{self.name}.csv", self.to_csv())
+        write_text(out_dir / f"{self.name}.md", f"## {self.title}\n\n" + self.to_markdown())
+
+
+def language_label(code: str) -> str:
+    """'bn' -> 'Bangla (bn)': the CLDR English name and the code."""
+    from .text import language_name
+
+    name = language_name(code)
+    return code if name == code else f"{name} ({code})"
+
+
+def hours_label(hours: float | None) -> str:
+    if hours is None:
+        return "all data"
+    if hours < 1 / 60:
+        return f"{hours * 3600:.3g} s"
+    return f"{hours * 60:.3g} min" if hours < 1 else f"{hours:g} h"
+
+
+def _mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+class Results:
+    """The runs of a matrix folder and their results, looked up by table role (averaged over seeds)."""
+
+    def __init__(self, matrix_dir: str | Path):
+        self.dir = Path(matrix_dir)
+        plan_path = self.dir / PLAN_FILE
+        if not plan_path.is_file():
+            raise FileNotFoundError(f"{plan_path} not found: {self.dir} is not a matrix folder (run `xlingual "
+                                    f"matrix <config>` first)")
+        plan = read_json(plan_path)
+        self.config: dict = plan["config"]
+        self.cells: list[dict] = plan["cells"]
+        self.results: dict[str, dict] = {}
+        for c in self.cells:
+            p = self.dir / c["name"] / RESULTS_FILE
+            if p.is_file():
+                r = read_json(p)
+                if r.get("hash") == c["hash"]:  # results of an older config are not this matrix's
+                    self.results[c["name"]] = r
+
+    def runs(self, **role) -> list[dict]:
+        """Cells (with their results, if any) playing a role whose fields include `role`, all seeds."""
+        return [c for c in self.cells for r in c["roles"] if all(r.get(k) == v for k, v in role.items())]
+
+    def value(self, metric: str = "wer", **role) -> float | None:
+        """Mean test `metric` over the finished seeds of the runs playing `role`; None if none finished."""
+        return _mean([self.results[c["name"]]["test"][metric] for c in self.runs(**role) if c["name"] in
+                      self.results])
+
+    def curve(self, **role) -> list[tuple[int, float]]:
+        """(step, dev WER) per epoch of the lowest-seed run playing `role` that has a training log."""
+        for c in sorted(self.runs(**role), key=lambda c: c["seed"]):
+            log = self.dir / c["name"] / "train_log.jsonl"
+            if log.is_file():
+                recs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+                return [(r["step"], r["dev_wer"]) for r in recs]
+        return []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def _matrix_table(res: Results, name: str, title: str, metric: str) -> Table:
+    sources, targets = res.config["sources"], res.config["targets"]
+    values = [[res.value(metric, table="matrix", source=s, target=t) for s in sources] for t in targets]
+    marked = {(i, j) for i, t in enumerate(targets) for j, s in enumerate(sources) if s == t}
+    c = res.config
+    return Table(name, title, "adapt to \\ pretrain on", [language_label(s) for s in sources],
+                 [language_label(t) for t in targets], values, csv_columns=list(sources), csv_rows=list(targets),
+                 marked=marked,
+                 note=f"Test {metric.upper()} (%) after pre-training on {hours_label(c['source_hours'])} "
+                 f"and adapting on {hours_label(c['target_hours'])} ({c['adapt']['mode']}); bold: the same-language "
+                 f"cell ({hours_label(c['source_hours'])} -> {hours_label(c['target_hours'])} of the target itself)."
+                 + _seeds_note(c))
+
+
+def _seeds_note(config: dict) -> str:
+    n = len(config["seeds"])
+    return f" Mean of {n} seeds." if n > 1 else ""
+
+
+def gain_table(res: Results) -> Table:
+    """Relative WER reduction (%) over the target's from-scratch baseline at the same (small) budget."""
+    sources, targets = res.config["sources"], res.config["targets"]
+    rows = []
+    for t in targets:
+        base = res.value("wer", table="baseline", target=t, budget="small")
+        row = []
+        for s in sources:
+            w = res.value("wer", table="matrix", source=s, target=t)
+            row.append(None if w is None or not base else 100.0 * (base - w) / base)
+        rows.append(row + [base])
+    marked = {(i, j) for i, t in enumerate(targets) for j, s in enumerate(sources) if s == t}
+    c = res.config
+    return Table("gain_matrix", "Relative WER reduction over no pre-training (%)", "adapt to \\ pretrain on",
+                 [language_label(s) for s in sources] + ["no pre-training WER"], [language_label(t) for t in targets],
+                 rows, csv_columns=list(sources) + ["scratch_wer"], csv_rows=list(targets), marked=marked,
+                 fmt="{:+.1f}", column_fmts=["{:+.1f}"] * len(sources) + ["{:.1f}"],
+                 note=f"100 x (scratch - transfer) / scratch; positive = transfer helps. The last "
+                 f"column is the from-scratch test WER on {hours_label(c['target_hours'])} (not a gain)."
+                 + _seeds_note(c))
+
+
+SIZE_ROWS = ("scratch_small", "scratch_large", "transfer_small", "transfer_large", "adaptation", "same_language")
+
+
+def size_table(res: Results) -> Table | None:
+    """The reference's data-size table: one column per (source, target) pair of `size_pairs`."""
+    c = res.config
+    pairs = [tuple(p) for p in c["size_pairs"]]
+    if not pairs:
+        return None
+    small, large = hours_label(c["target_hours"]), hours_label(c["source_hours"])
+    small_src = hours_label(c["small_source_hours"] if c["small_source_hours"] is not None else c["target_hours"])
+    labels = [f"no pre-training, {small} target", f"no pre-training, {large} target",
+              f"transfer {small_src} source -> {small} target", f"transfer {large} source -> {small} target",
+              f"+ adaptation ({', '.join(c['size_adaptation'].get('adaptation', [])) or c['size_adaptation']})",
+              f"transfer {large} same language -> {small} target"]
+    values = []
+    for row in SIZE_ROWS:
+        vals = []
+        for s, t in pairs:
+            if row.startswith("scratch"):
+                vals.append(res.value("wer", table="baseline", target=t, budget=row.split("_")[1]))
+            else:
+                vals.append(res.value("wer", table="size", source=s, target=t, row=row))
+        values.append(vals)
+    return Table("data_size", "Data size: test WER (%)", "condition \\ source -> target",
+                 [f"{language_label(s)} -> {language_label(t)}" for s, t in pairs], labels, values,
+                 csv_columns=[f"{s}->{t}" for s, t in pairs], csv_rows=list(SIZE_ROWS),
+                 note="The reference's table (Babel, Assamese -> Bengali): 71.8, 64.5, 66.0, 64.6, 63.7, 61.6."
+                 + _seeds_note(c))
+
+
+def variants_table(res: Results) -> Table | None:
+    """Test WER of each adaptation variant on the same cells, with the mean over cells."""
+    c = res.config
+    names = list(c["variants"])
+    if not names:
+        return None
+    pairs = [(r["source"], r["target"]) for cell in res.cells for r in cell["roles"] if r["table"] == "variants"]
+    pairs = list(dict.fromkeys(pairs))
+    values = [[res.value("wer", table="variants", variant=v, source=s, target=t) for v in names] for s, t in pairs]
+    means = [_mean([row[j] for row in values]) if all(row[j] is not None for row in values) else None
+             for j in range(len(names))]
+    return Table("variants", "Adaptation variants: test WER (%)", "source -> target \\ variant", names,
+                 [f"{language_label(s)} -> {language_label(t)}" for s, t in pairs] + ["mean"], values + [means],
+                 csv_rows=[f"{s}->{t}" for s, t in pairs] + ["mean"],
+                 note="Each variant is a delta over the matrix's adapt section: "
+                 + "; ".join(f"{n}: {json.dumps(c['variants'][n])}" for n in names) + "." + _seeds_note(c))
+
+
+def sweep_table(res: Results) -> Table | None:
+    """Test WER against k, the number of transferred bottom conformer layers."""
+    c = res.config
+    ks = list(c["layer_sweep"])
+    if not ks:
+        return None
+    pairs = list(dict.fromkeys((r["source"], r["target"]) for cell in res.cells for r in cell["roles"]
+                               if r["table"] == "sweep"))
+    values = [[res.value("wer", table="sweep", k=k, source=s, target=t) for k in ks]
+              + [res.value("wer", table="baseline", target=t, budget="small")] for s, t in pairs]
+    return Table("layer_sweep", "Layer transferability: test WER (%) against transferred layers k",
+                 "source -> target \\ k", [f"k={k}" for k in ks] + ["no pre-training"],
+                 [f"{language_label(s)} -> {language_label(t)}" for s, t in pairs], values,
+                 csv_columns=[str(k) for k in ks] + ["scratch"], csv_rows=[f"{s}->{t}" for s, t in pairs],
+                 note="k = 0 keeps only the convolutional frontend; the layers above k are re-initialized and train "
+                 "with the new head." + _seeds_note(c))
+
+
+def runs_table(res: Results) -> str:
+    """CSV of every run and its results (one line per run and seed)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "kind", "language", "hours", "seed", "source", "label", "test_wer", "test_cer",
+                "best_dev_wer", "epochs", "steps", "wall_seconds"])
+    for c in res.cells:
+        r = res.results.get(c["name"], {})
+        t = r.get("test", {})
+        w.writerow([c["name"], c["kind"], c["language"], c["hours"], c["seed"], c["source"] or "", c["label"],
+                    t.get("wer", ""), t.get("cer", ""), r.get("best_dev_wer", ""), r.get("epochs", ""),
+                    r.get("steps", ""), r.get("wall_seconds", "")])
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def heatmap(table: Table, path: Path, cmap: str = "viridis_r", diverging: bool = False) -> None:
+    """The table's numeric grid as a heatmap PNG, values written in the cells, marked cells outlined."""
+    import numpy as np
+
+    plt = _pyplot()
+    ncols = len(table.values[0]) if table.values else 0
+    data = np.array([[np.nan if v is None else v for v in row] for row in table.values], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * ncols + 2.5, 0.8 * len(table.rows) + 1.8))
+    kw = {}
+    if diverging and np.isfinite(data).any():
+        lim = float(np.nanmax(np.abs(data))) or 1.0
+        kw = {"vmin": -lim, "vmax": lim}
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto", **kw)
+    ax.set_xticks(range(ncols), table.columns[:ncols], rotation=30, ha="right")
+    ax.set_yticks(range(len(table.rows)), table.rows)
+    ax.set_xlabel(table.corner.split("\\")[-1].strip())
+    ax.set_ylabel(table.corner.split("\\")[0].strip())
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            text = MISSING if np.isnan(data[i, j]) else table.fmt.format(data[i, j])
+            ax.text(j, i, text, ha="center", va="center", color="white" if not np.isnan(data[i, j]) else "gray",
+                    fontsize=9, fontweight="bold" if (i, j) in table.marked else "normal",
+                    path_effects=_outline())
+            if (i, j) in table.marked:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    fig.colorbar(im, ax=ax)
+    ax.set_title(table.title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _outline():
+    from matplotlib import patheffects
+
+    return [patheffects.withStroke(linewidth=2, foreground="black")]
+
+
+def learning_curves(res: Results, out_dir: Path) -> list[Path]:
+    """One PNG per target: dev WER against steps, from scratch vs transferred from each source."""
+    plt = _pyplot()
+    paths = []
+    rows = []
+    for t in res.config["targets"]:
+        series = [("no pre-training", res.curve(table="baseline", target=t, budget="small"))]
+        for s in res.config["sources"]:
+            label = f"from {s}" + (" (same language)" if s == t else "")
+            series.append((label, res.curve(table="matrix", source=s, target=t)))
+        series = [(label, pts) for label, pts in series if pts]
+        rows += [(t, label, step, wer) for label, pts in series for step, wer in pts]
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, pts in series:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
+                    linestyle="--" if label == "no pre-training" else "-", label=label)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("dev WER (%)")
+        ax.set_title(f"{language_label(t)}: {hours_label(res.config['target_hours'])} of training data")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"curves_{t}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["target", "series", "step", "dev_wer"])
+    w.writerows(rows)
+    write_text(out_dir / "learning_curves.csv", buf.getvalue())
+    return paths
+
+
+def sweep_plot(table: Table, path: Path) -> None:
+    plt = _pyplot()
+    ks = [int(c.split("=")[1]) for c in table.columns if c.startswith("k=")]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, row in zip(table.rows, table.values):
+        pts = [(k, v) for k, v in zip(ks, row) if v is not None]
+        if pts:
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            if row[-1] is not None:  # the target's from-scratch WER for reference
+                ax.axhline(row[-1], color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set_xticks(ks)
+    ax.set_xlabel("transferred bottom conformer layers k")
+    ax.set_ylabel("test WER (%)")
+    ax.set_title("Layer transferability (dotted: no pre-training)")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def write_report(matrix_dir: str | Path) -> Path:
+    """(Re)write every table and figure of a matrix from its runs' results; returns <matrix_dir>/report/report.md."""
+    res = Results(matrix_dir)
+    out = res.dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    wer = _matrix_table(res, "wer_matrix", "WER matrix: test WER (%)", "wer")
+    cer = _matrix_table(res, "cer_matrix", "CER matrix: test CER (%)", "cer")
+    gain = gain_table(res)
+    tables = [wer, cer, gain, size_table(res), variants_table(res), sweep_table(res)]
+    tables = [t for t in tables if t is not None]
+    for t in tables:
+        t.write(out)
+    heatmap(wer, out / "wer_matrix.png")
+    heatmap(cer, out / "cer_matrix.png")
+    heatmap(Table(gain.name, gain.title, gain.corner, gain.columns[:-1], gain.rows,
+                  [row[:-1] for row in gain.values], marked=gain.marked, fmt=gain.fmt), out / "gain_matrix.png",
+            cmap="RdBu", diverging=True)
+    figures = {"wer_matrix": ["wer_matrix.png"], "cer_matrix": ["cer_matrix.png"], "gain_matrix": ["gain_matrix.png"]}
+    sweep = next((t for t in tables if t.name == "layer_sweep"), None)
+    if sweep is not None:
+        sweep_plot(sweep, out / "layer_sweep.png")
+        figures["layer_sweep"] = ["layer_sweep.png"]
+    curves = learning_curves(res, out)
+    write_text(out / "runs.csv", runs_table(res))
+
+    c = res.config
+    done, total = len(res.results), len(res.cells)
+    parts = [f"# Transfer matrix: {', '.join(c['sources'])} -> {', '.join(c['targets'])}\n",
+             f"{done} of {total} runs finished. Pre-training budget {hours_label(c['source_hours'])}, target budget "
+             f"{hours_label(c['target_hours'])}, units {c['units']['kind']}, model preset {c['model']['preset']}, "
+             f"seeds {c['seeds']}. Every run: runs.csv; the configuration: ../matrix.yaml.\n"]
+    for t in tables:
+        parts.append(f"## {t.title}\n\n{t.to_markdown()}")
+        parts += [f"![{t.name}]({f})\n" for f in figures.get(t.name, [])]
+    if curves:
+        parts.append("## Learning curves (dev WER against training steps)\n")
+        parts += [f"![{p.stem}]({p.name})\n" for p in curves]
+    path = out / "report.md"
+    write_text(path, "\n".join(parts))
+    return path
