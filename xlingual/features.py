@@ -82,6 +82,24 @@ def compute_features(utts: list[Utterance], cache_dir: str | Path, cfg: FeatureC
         return FeatureStore(folder)
     folder.mkdir(parents=True, exist_ok=True)
     extract = LogMel(cfg)
+    # One thread: a single utterance's STFT is too small to split, and with the cores busy (parallel matrix
+    # cells) intra-op threads spin-wait: measured 2 ms vs 99 ms per 2.5 s utterance on this 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        chunks, index = _extract_all(utts, extract, progress, desc)
+    finally:
+        torch.set_num_threads(threads)
+    data = np.concatenate(chunks) if chunks else np.zeros((0, cfg.n_mels), np.float32)
+    with atomic_path(folder / "feats.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, data)
+    # index.json last: its presence marks a complete cache entry
+    write_json(folder / "index.json", {"n_mels": cfg.n_mels, "utts": index})
+    return FeatureStore(folder)
+
+
+def _extract_all(utts: list[Utterance], extract: LogMel, progress: bool, desc: str):
     # Frame counts are known from durations only approximately, so write chunks then concatenate once.
     chunks, index, start = [], {}, 0
     for u in tqdm(utts, desc=desc, disable=not progress, leave=False):
@@ -93,13 +111,7 @@ def compute_features(utts: list[Utterance], cache_dir: str | Path, cfg: FeatureC
         chunks.append(feats)
         index[u.id] = (start, feats.shape[0])
         start += feats.shape[0]
-    data = np.concatenate(chunks) if chunks else np.zeros((0, cfg.n_mels), np.float32)
-    with atomic_path(folder / "feats.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, data)
-    # index.json last: its presence marks a complete cache entry
-    write_json(folder / "index.json", {"n_mels": cfg.n_mels, "utts": index})
-    return FeatureStore(folder)
+    return chunks, index
 
 
 def cmvn_stats(store: FeatureStore, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
