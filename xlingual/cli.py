@@ -256,10 +256,28 @@ def _add_transfer_parsers(sub) -> None:
     r.set_defaults(func=_report)
 
 
+def _demo(args) -> None:
+    from .demo import run_demo
+
+    summary = run_demo(args.out, scale=args.scale, jobs=args.jobs, loo=not args.no_loo)
+    report = open(summary["report"], encoding="utf-8").read()
+    # the tables as text; figures stay in the report folder
+    print("\n".join(line for line in report.splitlines() if not line.startswith("![")))
+    print(f"\nreport: {summary['report']}  (wall {summary['wall_seconds'] / 60:.1f} min, "
+          f"peak memory {summary['peak_memory_gb']:.2f} GB)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xlingual", description="Cross-lingual transfer for low-resource ASR.")
     p.add_argument("--version", action="version", version=f"xlingual {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="<verb>")
+
+    dm = sub.add_parser("demo", help="the reference experiment end to end at laptop scale (about 10 minutes)")
+    dm.add_argument("--out", default="xlingual_demo", help="output folder (re-running reuses finished work)")
+    dm.add_argument("--scale", type=float, default=1.0, help="multiply every amount of audio (bigger runs)")
+    dm.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
+    dm.add_argument("--no-loo", action="store_true", help="skip the leave-one-out LID models")
+    dm.set_defaults(func=_demo)
 
     r = sub.add_parser("recipe", help="one language end to end: prepare, train from scratch, decode, score")
     r.add_argument("config", nargs="?", help="YAML delta over xlingual.config.RecipeConfig")
@@ -313,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
-        # our errors carry file/line/utterance and the fix: show them without a traceback
+    except (ValueError, OSError, RuntimeError, KeyError) as e:
+        # our errors carry file/line/utterance and the fix: show them without a traceback. OSError: a write
+        # that failed (fileio.WriteError names the file: disk full, no permission) or an unreadable input file
         print(f"xlingual {args.verb}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,32 @@
+"""The demo's whole path (corpus -> matrix -> LID -> ranking -> query -> report) at a toy size."""
+
+from dataclasses import replace
+
+from xlingual import demo
+from xlingual.config import ModelConfig
+
+MICRO = ModelConfig(preset="tiny", n_layers=1, d_model=32, ffn_dim=64, subsample_channels=8)
+
+
+def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
+    real = demo.demo_configs
+
+    def toy(out_dir, scale=1.0):
+        m, lid, corpus = real(out_dir, scale)
+        fast = dict(epochs=1, threads=1)
+        m = replace(m, model=MICRO, train=replace(m.train, **fast), small_train={"epochs": 1},
+                    adapt=replace(m.adapt, train=replace(m.adapt.train, **fast)))
+        lid = replace(lid, model=MICRO, train=replace(lid.train, **fast))
+        return m, lid, corpus
+
+    monkeypatch.setattr(demo, "demo_configs", toy)
+    summary = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=1, progress=False, loo=False)
+    report = (tmp_path / "demo" / "report.md").read_text()
+    for heading in ("WER matrix", "Data-size table", "LID average posteriors", "Ranking vs oracle",
+                    f"New language ({demo.NEW_LANGUAGE})"):
+        assert heading in report
+    assert [r["language"] for r in summary["query"]["ranking"]] and summary["wall_seconds"] > 0
+    assert (tmp_path / "demo" / "matrix" / "report" / "wer_matrix.png").is_file()
+    # a second run reuses everything: no training, just the report
+    again = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=1, progress=False, loo=False)
+    assert again["timings_s"]["matrix_s"] < summary["timings_s"]["matrix_s"]
