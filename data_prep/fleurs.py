@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from xlingual.corpus import (ManifestError, fingerprint, prepare_split, read_fleurs_tsv, read_hf_dataset)
-from xlingual.fileio import atomic_path, read_json, write_json
+from xlingual.fileio import WriteError, atomic_path, read_json, write_json
 
 FLEURS_REPO = "google/fleurs"
 SPLITS = ("train", "dev", "test")
@@ -88,8 +88,10 @@ def _config_dir(root: Path, config: str | None) -> Path:
 def _extract_wavs(tar_path: Path, dest: Path) -> Path:
     """Extract the WAV files of a FLEURS `<split>.tar.gz` into `dest` (flat: the archive holds <split>/*.wav).
 
-    Members are written by base name only, so no archive path can escape `dest`; a marker with the archive's
-    size and time makes a second call free, and an interrupted one starts over.
+    Members are written by base name only, so no archive path can escape `dest`; still, an archive with a member
+    that would (an absolute path, `..`, a link out: tarfile's "data" filter) is refused as tampered with, and so
+    is one whose WAV names repeat. A marker with the archive's size and time makes a second call free, and an
+    interrupted one starts over.
     """
     marker = dest / ".extracted.json"
     stamp = fingerprint(tar_path)
@@ -98,16 +100,43 @@ def _extract_wavs(tar_path: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(tar_path, "r:*") as tf:
+            seen: dict[str, str] = {}
             for member in tf:
+                _check_member(member, tar_path, dest)
                 if member.isfile() and member.name.lower().endswith(".wav"):
+                    name = Path(member.name).name
+                    if name in seen:
+                        raise ManifestError(f"{tar_path}: members {seen[name]!r} and {member.name!r} are both "
+                                            f"{name}; not a FLEURS archive (download it again)")
+                    seen[name] = member.name
                     src = tf.extractfile(member)
-                    with atomic_path(dest / Path(member.name).name) as tmp, open(tmp, "wb") as f:
+                    with atomic_path(dest / name) as tmp, open(tmp, "wb") as f:
                         shutil.copyfileobj(src, f)
+    except WriteError:  # our side (disk full, permissions), not the archive's
+        raise
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ManifestError(f"{tar_path}: cannot extract ({e}); the archive is damaged or incomplete, "
                             f"download it again") from None
     write_json(marker, stamp)
     return dest
+
+
+def _check_member(member: tarfile.TarInfo, tar_path: Path, dest: Path) -> None:
+    """Raise ManifestError for an archive member whose path or link points outside the extraction folder."""
+    name = member.name.replace("\\", "/")
+    why = None
+    if name.startswith("/") or (name[:1].isalpha() and name[1:3] == ":/"):  # POSIX or Windows (C:/...)
+        why = "has an absolute path"
+    elif ".." in PurePosixPath(name).parts:
+        why = "has '..' in its path"
+    elif hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: links out, device files, ...
+        try:
+            tarfile.data_filter(member, str(dest))
+        except tarfile.FilterError as e:
+            why = f"is refused by tarfile's data filter ({e})"
+    if why:
+        raise ManifestError(f"{tar_path}: member {member.name!r} {why}; refusing to extract an archive that could "
+                            f"write outside {dest} (not a FLEURS archive, or tampered with): download it again")
 
 
 def _prepare_raw(root: Path, output_dir: Path, language: str, splits, strict: bool,

@@ -191,7 +191,10 @@ def parse_override(text: str) -> dict:
     parts = key.strip().split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as e:  # e.g. an unclosed [ or a !!python/... tag, which safe_load refuses
+        raise ConfigError(f"override {text!r}: invalid YAML value: {e}") from None
     return out
 
 

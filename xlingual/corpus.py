@@ -62,7 +62,9 @@ def read_manifest(path: str | os.PathLike, require_text: bool = True) -> list[Ut
     utts: list[Utterance] = []
     seen: dict[str, int] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # \n, \r\n or \r only: str.splitlines() would also split inside transcripts at U+2028, U+0085, ...
+        # (JSON strings hold those raw, and write_manifest writes them so; it cannot hold a raw \r or \n)
+        lines = re.split(r"\r\n?|\n", path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ManifestError(f"{path}: not UTF-8 ({e}); re-save the manifest as UTF-8") from None
     for lineno, line in enumerate(lines, 1):
@@ -301,8 +303,12 @@ def read_kaldi_dir(data_dir: str | os.PathLike, report: PrepReport, *, require_t
         raise ManifestError(f"{data_dir}: no text file; add one, or pass require_text=False for audio-only data")
 
     recordings = _kaldi_table(wav_scp, report)
-    for rec, (where, value) in recordings.items():
-        if not value.endswith("|") and not Path(value).is_absolute():
+    for rec, (where, value) in list(recordings.items()):
+        if "\x00" in value:  # no path or command can hold it (and pathlib raises a bare ValueError)
+            report.skip(rec, "malformed line", f"{where}: {rec!r} has a NUL character in its path or command; "
+                                               f"fix {wav_scp.name}")
+            del recordings[rec]
+        elif not value.endswith("|") and not Path(value).is_absolute():
             recordings[rec] = (where, str((root / value).resolve()))
     texts = _kaldi_table(text_file, report, reason="non-UTF-8 transcript", value_required=False) \
         if text_file.is_file() else None
@@ -388,7 +394,7 @@ def read_fleurs_tsv(tsv: str | os.PathLike, audio_dir: str | os.PathLike, report
     for _, where, line in _lines(tsv, report, reason="non-UTF-8 transcript", id_field=1):
         cols = line.split("\t")
         if len(cols) != len(FLEURS_COLUMNS) or not cols[1].strip() or not cols[5].strip().isdigit():
-            report.skip(Path(cols[1].strip()).stem or where, "malformed line",
+            report.skip((Path(cols[1].strip()).stem if len(cols) > 1 else "") or where, "malformed line",
                         f"{where}: expected {len(FLEURS_COLUMNS)} tab-separated columns {list(FLEURS_COLUMNS)} "
                         f"with an integer num_samples, found {len(cols)} columns")
             continue
@@ -515,8 +521,16 @@ def read_hf_dataset(dataset, report: PrepReport, *, text_column: str | None, nam
 
 
 def _safe_name(utt_id: str) -> str:
-    """A file name for an utterance id; ids with other characters get a hash suffix to stay unique."""
+    """A file name for an utterance id; ids with other characters get a hash suffix to stay unique.
+
+    One path component that cannot leave its folder ('/' and '\\' are replaced), never hidden (no leading '.', so
+    '..' cannot name the parent) and short enough for any file system (long ids are cut, then hashed).
+    """
     safe = re.sub(r"[^\w.-]", "_", utt_id)
+    if safe.startswith(".") or not safe:
+        safe = "_" + safe[1:]
+    if len(safe.encode()) > 120:
+        safe = safe[:40]
     return safe if safe == utt_id else f"{safe}-{hashlib.sha1(utt_id.encode()).hexdigest()[:8]}"
 
 

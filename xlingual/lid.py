@@ -28,7 +28,7 @@ from .asr import budget, feature_cache, load_language, load_model, run_key
 from .config import FeatureConfig, LIDConfig, from_dict, to_dict
 from .corpus import Utterance, total_hours
 from .features import FeatureStore, cmvn_stats, compute_features
-from .fileio import read_json, write_json, write_text
+from .fileio import locked, read_json, write_json, write_text
 from .model import AcousticModel, dims_from_config, dims_to_dict
 from .train import FRAMES_PER_SECOND, Example, fit, pick_device
 
@@ -68,6 +68,7 @@ def lid_meta(model: AcousticModel, cfg: LIDConfig, **extra) -> dict:
             "languages": list(cfg.languages), "features": to_dict(cfg.features), "config": to_dict(cfg), **extra}
 
 
+@locked("cfg.out_dir")  # one run per folder
 def train_lid(cfg: LIDConfig) -> Path:
     """Train an LID classifier over cfg.languages; returns the path of best.pt.
 

@@ -38,13 +38,14 @@ import yaml
 from .asr import budget, feature_cache, load_language, run_key
 from .config import (AdaptConfig, CorpusConfig, DecodeConfig, FeatureConfig, MatrixConfig, ModelConfig, TrainConfig,
                      UnitConfig, from_dict, merge, to_dict)
-from .fileio import read_json, write_json
+from .fileio import locked, read_json, write_json, write_text
 from .transfer import RUNTIME_TRAIN_KEYS, check_adapt_config
 
 CELL_FILE = "cell.json"  # what a run does; written before it starts
 RESULTS_FILE = "results.json"  # its test scores; written last, so its presence (with the hash) means finished
 PLAN_FILE = "cells.json"  # every run of the matrix and the table roles it plays; the report reads it
 LOG_FILE = "log.txt"  # a parallel run's stdout and stderr
+PARENT_ENV = "XLINGUAL_MATRIX_PID"  # set for a run's subprocess: the matrix process it must not outlive
 
 
 class MatrixError(RuntimeError):
@@ -147,6 +148,9 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
     by_hash: dict[str, str] = {}
 
     def add(cell: Cell, role: dict) -> Cell:
+        if not re.fullmatch(r"[\w+-][\w.+-]*", cell.language):  # it names folders under out_dir
+            raise ValueError(f"language code {cell.language!r} cannot be a folder name: use letters, digits, "
+                             f"'_', '.', '+' and '-' (not starting with '.')")
         existing = cells.get(by_hash.get(cell.train_hash, ""))
         if existing is None and cell.name in cells:
             raise ValueError(f"two different runs would share the folder {cell.name}; rename the variant "
@@ -250,6 +254,7 @@ def _prepare_cell(out_dir: Path, cell: Cell, cfg: MatrixConfig, threads: int, pr
     return path
 
 
+@locked(lambda args: Path(args["cell_json"]).parent)  # the run's folder: one process at a time
 def run_cell(cell_json: str | Path) -> dict:
     """Train (or resume), decode the test set and score one run described by its cell.json; writes results.json."""
     import torch
@@ -320,7 +325,8 @@ def prepare_data(cfg: MatrixConfig, cells: list[Cell], progress: bool = True) ->
 
 def _run_subprocess(cell_json: Path, threads: int) -> int:
     # tqdm bars refresh at most every 30 s in a log file; the per-epoch summary lines are what matter there
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_MININTERVAL": "30"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_MININTERVAL": "30",
+           PARENT_ENV: str(os.getpid())}
     with open(cell_json.parent / LOG_FILE, "a", encoding="utf-8") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {sys.executable} -m xlingual.matrix --cell "
                   f"{cell_json}\n")
@@ -329,6 +335,7 @@ def _run_subprocess(cell_json: Path, threads: int) -> int:
                               stderr=subprocess.STDOUT, env=env).returncode
 
 
+@locked("cfg.out_dir")  # a second matrix run on the same folder is refused (each run also locks its own folder)
 def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True) -> dict:
     """Run every unfinished run of the matrix, then write the report; returns {"ran", "skipped", "failed", ...}.
 
@@ -423,8 +430,7 @@ def write_plan(out_dir: str | Path, cfg: MatrixConfig, cells: dict[str, Cell]) -
     """matrix.yaml (the resolved config) and cells.json (every run and its table roles: what report.py reads)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "matrix.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True),
-                                     encoding="utf-8")
+    write_text(out / "matrix.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
     write_json(out / PLAN_FILE, {"config": to_dict(cfg), "cells": [
         {"name": c.name, "kind": c.kind, "language": c.language, "hours": c.hours, "seed": c.seed,
          "source": c.source, "label": c.label, "hash": c.hash, "roles": c.roles} for c in cells.values()]})
@@ -436,10 +442,28 @@ def matrix_status(cfg: MatrixConfig) -> list[tuple[str, str]]:
     return [(name, cell_status(out, c)) for name, c in plan_cells(cfg).items()]
 
 
+def _die_with_parent() -> None:
+    """A run started by run_matrix ends when the matrix process does (Linux), so a killed matrix leaves no
+    orphan still training and holding its run's lock; the next matrix run resumes it from last.pt."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the matrix died before prctl took effect
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m xlingual.matrix", description="run one matrix cell (internal)")
     p.add_argument("--cell", required=True, help="the run's cell.json, written by run_matrix")
     args = p.parse_args(argv)
+    _die_with_parent()
     print(f"run {args.cell}", flush=True)
     try:
         results = run_cell(args.cell)

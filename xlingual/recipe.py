@@ -8,11 +8,12 @@ from pathlib import Path
 from .asr import decode_and_score, feature_cache, load_language, load_model, train_from_scratch
 from .config import RecipeConfig, to_dict
 from .features import compute_features
-from .fileio import write_json
+from .fileio import locked, write_json, write_text
 
 STAGES = ("prepare", "train", "score")
 
 
+@locked("cfg.out_dir")  # two runs in one folder would interleave their checkpoints and results
 def run_recipe(cfg: RecipeConfig, stage: int = 0, stop_stage: int = len(STAGES) - 1,
                resume: bool = True) -> dict | None:
     """Run stages stage..stop_stage (0 prepare, 1 train, 2 score); returns the results of stage 2 when it ran.
@@ -20,12 +21,14 @@ def run_recipe(cfg: RecipeConfig, stage: int = 0, stop_stage: int = len(STAGES) 
     resume: continue an interrupted training run found in cfg.out_dir (False: refuse, with a clear message).
 
     Outputs in cfg.out_dir: config.yaml, best.pt/last.pt/train_log.jsonl, decode_<split>/ files, results.json.
+    Raises:
+        fileio.LockError: another run is writing cfg.out_dir.
     """
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     import yaml
 
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
     progress = cfg.train.progress
     t0 = time.time()
     data = load_language(cfg.corpus, cfg.language, progress) if stage <= 2 else None

@@ -93,6 +93,12 @@ def compute_loss(model, batch: dict, device: torch.device) -> torch.Tensor:
     feats, lens = batch["feats"].to(device, non_blocking=True), batch["feat_lens"].to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits, out_lens = model(feats, lens)
+    return loss_from_logits(logits, out_lens, batch)
+
+
+def loss_from_logits(logits: torch.Tensor, out_lens: torch.Tensor, batch: dict) -> torch.Tensor:
+    """logits (B, T', V), out_lens (B,) -> mean loss per utterance (CTC, or frame cross-entropy for LID)."""
+    device = logits.device
     logits = logits.float()
     if "labels" in batch:
         mask = torch.arange(logits.shape[1], device=device)[None, :] < out_lens[:, None]
@@ -162,15 +168,19 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     max_frames = int(cfg.max_batch_seconds * FRAMES_PER_SECOND)
     frames = [e.frames for e in train]
-    too_long = [e.id for e in train if e.frames > max_frames]
-    if too_long:
-        raise TrainingError(f"{len(too_long)} utterance(s) are longer than one batch "
-                            f"(train.max_batch_seconds={cfg.max_batch_seconds}), e.g. {too_long[0]!r}; "
-                            f"raise max_batch_seconds or drop long utterances from the manifest")
+    too_long = [e for e in train if e.frames > max_frames]
+    if too_long:  # a clear stop rather than a silent skip: dropping data would change what the run means
+        longest = max(too_long, key=lambda e: e.frames).frames / FRAMES_PER_SECOND
+        shown = ", ".join(repr(e.id) for e in too_long[:3]) + (" ..." if len(too_long) > 3 else "")
+        raise TrainingError(f"{len(too_long)} training utterance(s) are longer than one batch "
+                            f"(train.max_batch_seconds={cfg.max_batch_seconds}): {shown}, the longest {longest:.1f} s; "
+                            f"raise train.max_batch_seconds to at least {math.ceil(longest * 10) / 10:g}, or drop "
+                            f"(or segment) the long utterances in the manifest")
     steps_per_epoch = len(bucket_batches(frames, max_frames, cfg.seed, 0))
     total_steps = steps_per_epoch * cfg.epochs
 
-    state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "history": [], "nonfinite": 0, "bad_epochs": 0}
+    state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "history": [], "nonfinite": 0, "bad_epochs": 0,
+             "epoch_acc": [0.0, 0, 0]}
     last = out_dir / "last.pt"
     if last.is_file():
         if not resume:
@@ -183,6 +193,7 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
+        state.setdefault("epoch_acc", [0.0, 0, 0])
 
     def checkpoint() -> None:
         _save(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
@@ -196,7 +207,9 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
         model.train()
         _freeze_norm_stats(model)
         batches = bucket_batches(frames, max_frames, cfg.seed, epoch)
-        t0, audio_frames, loss_sum, n_loss = time.time(), 0, 0.0, 0
+        t0, audio_frames = time.time(), 0
+        # [loss sum, utterances, skipped steps] of this epoch: checkpointed, so a resumed epoch logs the same
+        acc = state["epoch_acc"]
         bar = tqdm(total=len(batches), initial=state["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not cfg.progress, leave=False)
         for b in range(state["batch"], len(batches)):
@@ -210,22 +223,35 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
             factor = lr_factor(step, total_steps, cfg)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
+            buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics, restored if skipped
             loss = compute_loss(model, batch, device)
-            if not torch.isfinite(loss):
-                state["nonfinite"] += 1
-                if state["nonfinite"] >= cfg.max_nonfinite:
-                    raise TrainingError(f"{state['nonfinite']} consecutive non-finite losses at step {step}; "
-                                        f"stopped. The last good checkpoint is {last}; lower train.lr or check "
-                                        f"the data (empty/very short utterances)")
-                opt.zero_grad(set_to_none=True)
-            else:
-                state["nonfinite"] = 0
-                opt.zero_grad(set_to_none=True)
+            finite = bool(torch.isfinite(loss))
+            opt.zero_grad(set_to_none=True)
+            if finite:
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                # a finite loss can still overflow in backward; an inf/NaN gradient would make every weight NaN
+                finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
+            if finite:
+                state["nonfinite"] = 0
                 opt.step()
-                loss_sum += loss.item() * len(batch["ids"])
-                n_loss += len(batch["ids"])
+                acc[0] += loss.item() * len(batch["ids"])
+                acc[1] += len(batch["ids"])
+            else:  # skip the step (weights and statistics untouched) and count it; many in a row stop the run
+                opt.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for b, saved in zip(model.buffers(), buffers):
+                        b.copy_(saved)
+                state["nonfinite"] += 1
+                acc[2] += 1
+                if state["nonfinite"] >= cfg.max_nonfinite:
+                    kept = [p.name for p in (last, out_dir / "best.pt") if p.is_file()]
+                    raise TrainingError(
+                        f"{out_dir}: {state['nonfinite']} consecutive non-finite losses or gradients (step {step}, "
+                        f"epoch {epoch + 1}); stopped. "
+                        + (f"The last good checkpoints are kept ({', '.join(kept)}); " if kept else
+                           "No checkpoint was written yet; ")
+                        + "lower train.lr, or check the data (utterances too short for their transcripts, "
+                          "empty or corrupt audio)")
             audio_frames += int(batch["feat_lens"].sum())
             state["step"] += 1
             state["batch"] = b + 1
@@ -238,7 +264,8 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
         model.eval()
         with torch.no_grad():
             dev = evaluate(model)
-        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": loss_sum / max(n_loss, 1),
+        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": acc[0] / max(acc[1], 1),
+                  "nonfinite_steps": acc[2],  # steps skipped for a non-finite loss or gradient
                   "lr": opt.param_groups[-1]["lr"],
                   "epoch_seconds": round(elapsed, 2),
                   "audio_sec_per_sec": round(audio_frames / FRAMES_PER_SECOND / max(elapsed, 1e-9), 1), **dev}
@@ -251,7 +278,7 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
                                         "epoch": epoch + 1, metric: value})
         else:
             state["bad_epochs"] += 1
-        state["epoch"], state["batch"] = epoch + 1, 0
+        state["epoch"], state["batch"], state["epoch_acc"] = epoch + 1, 0, [0.0, 0, 0]
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             state["epoch"] = cfg.epochs  # early stop: the remaining epochs are skipped, also on resume
         checkpoint()

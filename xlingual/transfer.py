@@ -25,7 +25,7 @@ from .asr import (build_tokenizer, budget, checkpoint_meta, decode_and_score, fe
 from .config import AdaptConfig, AdaptRecipeConfig, CorpusConfig, FeatureConfig, UnitConfig, from_dict, to_dict
 from .corpus import Utterance
 from .features import compute_features
-from .fileio import read_json, write_json
+from .fileio import exclusive_lock, locked, read_json, write_json, write_text
 from .schedules import (ADAPTATION, MODES, apply_trainable, named_groups, new_groups_after_reinit, param_groups,
                         plan_for, trainable_at)
 from .tokenizer import WORD_SEP, Tokenizer
@@ -155,6 +155,7 @@ def load_source(source_ckpt: str | Path, cfg: AdaptConfig, features: FeatureConf
     return model, tok, meta, feats
 
 
+@locked("out_dir")  # one run per folder (matrix cells and `xlingual adapt` both come through here)
 def adapt(source_ckpt: str | Path, language: str, data: dict[str, list[Utterance]], out_dir: str | Path,
           cfg: AdaptConfig, corpus: CorpusConfig, units: UnitConfig, features: FeatureConfig | None = None,
           train_hours: float | None = None) -> Path:
@@ -241,15 +242,23 @@ def adapt(source_ckpt: str | Path, language: str, data: dict[str, list[Utterance
 
 
 def run_adapt(cfg: AdaptRecipeConfig, source_ckpt: str | Path) -> dict:
-    """`xlingual adapt`: adapt, then decode and score dev and test; writes and returns results.json's content."""
-    import yaml
+    """`xlingual adapt`: adapt, then decode and score dev and test; writes and returns results.json's content.
 
+    Raises:
+        fileio.LockError: another run is writing cfg.out_dir.
+    """
     t0 = time.time()
     load_source(source_ckpt, cfg.adapt, cfg.features)  # fail on a wrong checkpoint before writing anything
+    with exclusive_lock(cfg.out_dir):  # held through adapt() (re-entrant) until results.json is written
+        return _run_adapt(cfg, source_ckpt, t0)
+
+
+def _run_adapt(cfg: AdaptRecipeConfig, source_ckpt: str | Path, t0: float) -> dict:
+    import yaml
+
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump({"source_checkpoint": str(source_ckpt), **to_dict(cfg)},
-                                                    sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text(out / "config.yaml", yaml.safe_dump({"source_checkpoint": str(source_ckpt), **to_dict(cfg)},
+                                                   sort_keys=False, allow_unicode=True))
     progress = cfg.adapt.train.progress
     data = load_language(cfg.corpus, cfg.language, progress)
     best = adapt(source_ckpt, cfg.language, data, out, cfg.adapt, cfg.corpus, cfg.units, cfg.features,
