@@ -267,6 +267,15 @@ def _demo(args) -> None:
           f"peak memory {summary['peak_memory_gb']:.2f} GB)")
 
 
+def _selection(args) -> None:
+    from .config import MatrixConfig, load_config
+    from .selection import run_selection_experiment
+
+    cfg = load_config(MatrixConfig, args.config, args.set)
+    result = run_selection_experiment(args.lid, args.target, args.pool, args.hours, cfg, args.out)
+    print(json.dumps(result["rows"], indent=2, ensure_ascii=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xlingual", description="Cross-lingual transfer for low-resource ASR.")
     p.add_argument("--version", action="version", version=f"xlingual {__version__}")
@@ -278,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
     dm.add_argument("--no-loo", action="store_true", help="skip the leave-one-out LID models")
     dm.set_defaults(func=_demo)
+
+    se = sub.add_parser("select-eval", help="LID data selection: pre-train on LID-selected pool speech vs a random "
+                        "pool sample vs the best single source, adapt to the target, compare WER")
+    se.add_argument("config", help="matrix YAML: corpus, model, train (pre-training), adapt, target_hours")
+    se.add_argument("--lid", required=True, help="LID checkpoint (xlingual lid train)")
+    se.add_argument("--target", required=True, help="target language")
+    se.add_argument("--pool", nargs="+", required=True, help="pool languages (the target is left out)")
+    se.add_argument("--hours", type=float, required=True, help="pre-training audio of every condition")
+    se.add_argument("--out", required=True)
+    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    se.set_defaults(func=_selection)
 
     r = sub.add_parser("recipe", help="one language end to end: prepare, train from scratch, decode, score")
     r.add_argument("config", nargs="?", help="YAML delta over xlingual.config.RecipeConfig")
