@@ -55,7 +55,7 @@ def child(args) -> dict:
 
         with common.Clock() as c:
             store = compute_features(utts, cache, feats, progress=False)
-        nbytes = store.data.nbytes
+        nbytes = store.nbytes
         return {"seconds": c.wall, "cpu_share": c.cpu_share, "base_rss_mb": base_rss,
                 "peak_rss_mb": common.peak_rss_mb(), "feature_mb": nbytes / 2 ** 20, "utterances": len(utts),
                 "audio_seconds": sum(u.duration for u in utts)}

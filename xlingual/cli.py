@@ -11,10 +11,14 @@ from . import __version__
 
 def _recipe(args) -> None:
     from .config import RecipeConfig, load_config
+    from .distributed import launched, rank
     from .recipe import run_recipe
 
     cfg = load_config(RecipeConfig, args.config, args.set)
-    results = run_recipe(cfg, args.stage, args.stop_stage, resume=args.resume)
+    stop = args.stop_stage
+    if launched() and rank() != 0:  # under torchrun every rank trains; rank 0 alone decodes and scores
+        stop = min(stop, 1)
+    results = run_recipe(cfg, args.stage, stop, resume=args.resume)
     if results:
         print(json.dumps(results, indent=2, ensure_ascii=False))
 
@@ -43,6 +47,8 @@ def _prepare_corpus(args) -> None:
         print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
         return
     kwargs = {"strict": args.strict}
+    if getattr(args, "root", None):
+        kwargs["root"] = args.root
     if args.splits:
         kwargs["splits"] = tuple(args.splits)
     paths = prepare(args.source, args.out, args.language, **kwargs)
@@ -222,7 +228,18 @@ def _matrix(args) -> None:
         for name, status in matrix_status(cfg):
             print(f"{status:8s} {name}")
         return
-    summary = run_matrix(cfg, jobs=args.jobs)
+    slurm = None
+    if args.executor == "slurm":
+        from .cluster import SlurmOptions
+
+        bad = [kv for kv in args.slurm_param if "=" not in kv]
+        if bad:
+            raise ValueError(f"--slurm-param {bad[0]!r}: expected KEY=VALUE, e.g. account=myproj")
+        extra = dict(kv.split("=", 1) for kv in args.slurm_param)
+        slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_node=args.slurm_gpus_per_node,
+                             cpus_per_task=args.slurm_cpus_per_task, mem_gb=args.slurm_mem_gb,
+                             timeout_min=args.slurm_time_min, additional=extra)
+    summary = run_matrix(cfg, jobs=args.jobs, executor=args.executor, slurm=slurm)
     print(f"{len(summary['ran'])} runs ran, {len(summary['skipped'])} up to date, "
           f"{summary['wall_seconds']:.0f} s; report: {summary['report']}")
 
@@ -249,6 +266,16 @@ def _add_transfer_parsers(sub) -> None:
     m.add_argument("--jobs", type=int, default=1, help="runs at a time, each a process with its own log.txt")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. seeds=[0,1]")
     m.add_argument("--dry-run", action="store_true", help="list every run and its status (done/stale/partial/new)")
+    m.add_argument("--executor", choices=["local", "slurm"], default="local",
+                   help="local: processes on this machine; slurm: one SLURM job per run (submitit), --jobs at once")
+    m.add_argument("--slurm-partition", help="SLURM partition (default: the cluster's)")
+    m.add_argument("--slurm-gpus-per-node", type=int, default=1, help="GPUs per job (a run uses one)")
+    m.add_argument("--slurm-cpus-per-task", type=int, default=8, help="CPU cores per job (its torch threads)")
+    m.add_argument("--slurm-mem-gb", type=int, help="memory per job in GB (default: the partition's)")
+    m.add_argument("--slurm-time-min", type=int, default=24 * 60, help="time limit per job; at the limit the job "
+                   "is requeued and the run resumes from its last checkpoint")
+    m.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. account=myproj, qos=high, constraint=h100")
     m.set_defaults(func=_matrix)
 
     r = sub.add_parser("report", help="regenerate a matrix's tables and figures from its results")
@@ -331,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--language", required=True, help="language code, e.g. bn")
         if name != "audiodir":
             c.add_argument("--splits", nargs="+", help="splits to prepare (default: all found)")
+        if name == "kaldi":
+            c.add_argument("--root", help="the Kaldi recipe folder that relative wav.scp paths and commands are "
+                           "relative to (default: the current folder)")
         c.add_argument("--strict", action="store_true", help="stop at the first bad utterance instead of "
                        "skipping and counting it")
         c.set_defaults(func=_prepare_corpus)

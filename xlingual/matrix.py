@@ -17,11 +17,14 @@ equal to the main method), so nothing is trained twice.
 
 `--jobs N` runs independent runs in parallel, each as `python -m xlingual.matrix --cell <cell.json>` with
 max(1, cores // N) torch threads and its own log.txt; adaptation runs start as soon as their source is done.
+`--executor slurm` runs that same command as one cluster job per run (cluster.py, through submitit), with up to
+N jobs queued or running at once; caching and resuming are the same, since the job runs the same command.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -336,12 +339,16 @@ def _run_subprocess(cell_json: Path, threads: int) -> int:
 
 
 @locked("cfg.out_dir")  # a second matrix run on the same folder is refused (each run also locks its own folder)
-def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True) -> dict:
+def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor: str = "local",
+               slurm=None) -> dict:
     """Run every unfinished run of the matrix, then write the report; returns {"ran", "skipped", "failed", ...}.
 
     Args:
         jobs: runs at a time; 1 runs them in this process (tracebacks on the console), N > 1 as N subprocesses
             with max(1, cores // N) torch threads each (train.threads, when set, wins) and a log.txt per run.
+        executor: "local" (the above) or "slurm": each run a submitit job with slurm.cpus_per_task threads,
+            up to `jobs` at a time.
+        slurm: cluster.SlurmOptions for executor="slurm" (default: SlurmOptions()).
     Raises:
         MatrixError after all runnable runs finished, naming each failed run (and those it blocked) and its log.
     """
@@ -349,6 +356,8 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True) -> dict:
 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if executor not in ("local", "slurm"):
+        raise ValueError(f"executor must be 'local' or 'slurm', got {executor!r}")
     t0 = time.time()
     out = Path(cfg.out_dir)
     cells = plan_cells(cfg)
@@ -359,7 +368,15 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True) -> dict:
     if progress:
         print(f"matrix: {len(cells)} runs, {len(skipped)} up to date, {len(pending)} to run (jobs={jobs})")
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
-    show = progress and jobs == 1 and cfg.train.progress
+    runner, cancel = _run_subprocess, lambda: None
+    if executor == "slurm":
+        from . import cluster
+
+        slurm = slurm or cluster.SlurmOptions()
+        threads = cfg.train.threads or slurm.cpus_per_task
+        runner, cancel = functools.partial(cluster.run_as_job, options=slurm), cluster.CANCEL.set
+        cluster.CANCEL.clear()
+    show = progress and jobs == 1 and executor == "local" and cfg.train.progress
     if pending:
         prepare_data(cfg, pending, progress)
     done = set(skipped)
@@ -369,7 +386,7 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True) -> dict:
     def blocked(c: Cell) -> str | None:
         return f"its source {c.source} failed" if c.source in failed else None
 
-    if jobs == 1:
+    if jobs == 1 and executor == "local":
         for c in pending:
             if blocked(c):
                 failed[c.name] = blocked(c)
@@ -397,11 +414,15 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True) -> dict:
                         path = _prepare_cell(out, c, cfg, threads, progress and cfg.train.progress)
                         if progress:
                             print(f"matrix: started {c.name}")
-                        running[pool.submit(_run_subprocess, path, threads)] = c
+                        running[pool.submit(runner, path, threads)] = c
                         waiting.remove(c)
                 if not running:
                     break  # what is left waits on a source that will never finish
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                try:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    cancel()  # cluster jobs are cancelled, not waited for (local runs get the Ctrl-C themselves)
+                    raise
                 for f in finished:
                     c = running.pop(f)
                     rc = f.result()

@@ -7,13 +7,17 @@ dev evaluation, logging and best-model keeping.
 Reproducibility: batch order comes from (seed, epoch), and each step reseeds dropout and SpecAugment from
 (seed, step), so a run killed anywhere and resumed from its last checkpoint takes exactly the same steps as an
 uninterrupted one (bit-identical on CPU).
+
+Data parallel: launched by `torchrun` (RANK/WORLD_SIZE/LOCAL_RANK set), the same loop runs on every rank with
+the model in DistributedDataParallel and each rank taking its share of every epoch's batches (see
+distributed.py for the sharding rule); rank 0 alone evaluates, writes checkpoints, logs and done.json, and the
+others wait for it. Not launched so, nothing below differs from a plain single-process run.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .config import FeatureConfig, TrainConfig
 from .features import FeatureStore, spec_augment
 from .fileio import atomic_path, write_json, write_text
@@ -72,8 +77,11 @@ def bucket_batches(frames: list[int], max_frames: int, seed: int, epoch: int) ->
     return batches
 
 
-def collate(store: FeatureStore, examples: list[Example]) -> dict:
-    """Pad a batch: feats (B, T, F), feat_lens (B,), and targets (sum L,) + target_lens (B,) or labels (B,)."""
+def collate(store: FeatureStore, examples: list[Example], pin: bool = False) -> dict:
+    """Pad a batch: feats (B, T, F), feat_lens (B,), and targets (sum L,) + target_lens (B,) or labels (B,).
+
+    pin: page-locked tensors (for a CUDA device), so that the copies to it can be asynchronous (non_blocking).
+    """
     feats = [store[e.id] for e in examples]
     lens = torch.tensor([f.shape[0] for f in feats])
     padded = torch.zeros(len(feats), int(lens.max()), store.n_mels)
@@ -85,12 +93,19 @@ def collate(store: FeatureStore, examples: list[Example]) -> dict:
     else:
         batch["targets"] = torch.tensor([t for e in examples for t in e.target], dtype=torch.long)
         batch["target_lens"] = torch.tensor([len(e.target) for e in examples])
+    if pin:
+        batch.update({k: v.pin_memory() for k, v in batch.items() if isinstance(v, torch.Tensor)})
     return batch
 
 
 def compute_loss(model, batch: dict, device: torch.device) -> torch.Tensor:
-    """Mean loss per utterance: CTC for ASR batches, frame-level cross-entropy for LID batches."""
-    feats, lens = batch["feats"].to(device, non_blocking=True), batch["feat_lens"].to(device)
+    """Mean loss per utterance: CTC for ASR batches, frame-level cross-entropy for LID batches.
+
+    On CUDA: the forward pass under bf16 autocast, the loss in float32. CTC runs on the GPU through PyTorch's
+    native CUDA kernel (int64 targets and lengths on the device; cuDNN's CTC would need every input length equal
+    to the padded length and int32 targets on the CPU, which padded batches do not meet).
+    """
+    feats, lens = batch["feats"].to(device, non_blocking=True), batch["feat_lens"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits, out_lens = model(feats, lens)
     return loss_from_logits(logits, out_lens, batch)
@@ -102,11 +117,12 @@ def loss_from_logits(logits: torch.Tensor, out_lens: torch.Tensor, batch: dict) 
     logits = logits.float()
     if "labels" in batch:
         mask = torch.arange(logits.shape[1], device=device)[None, :] < out_lens[:, None]
-        labels = batch["labels"].to(device)[:, None].expand(-1, logits.shape[1])
+        labels = batch["labels"].to(device, non_blocking=True)[:, None].expand(-1, logits.shape[1])
         ce = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # (B, T')
         return ((ce * mask).sum(1) / out_lens).mean()
     log_probs = logits.log_softmax(-1).transpose(0, 1)  # (T', B, V) as ctc_loss wants
-    loss = F.ctc_loss(log_probs, batch["targets"].to(device), out_lens, batch["target_lens"].to(device),
+    loss = F.ctc_loss(log_probs, batch["targets"].to(device, non_blocking=True), out_lens,
+                      batch["target_lens"].to(device, non_blocking=True),
                       blank=0, reduction="sum", zero_infinity=False)
     return loss / len(batch["ids"])
 
@@ -158,9 +174,14 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
             return done["history"]
     if not train:
         raise TrainingError(f"{out_dir}: no training utterances; check the manifest and the hours budget")
-    device = pick_device(cfg.device)
+    device = distributed.init(pick_device(cfg.device))  # under torchrun: this rank's GPU, the group joined
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0  # the one process that evaluates and writes
+    # every rank here before any reads last.pt: rank 0 may still be writing it when another rank re-enters fit
+    # after a failure in the same process (the ranks must resume from the same checkpoint)
+    distributed.barrier(device)
     if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        torch.set_num_threads(cfg.threads or distributed.cpu_threads())
     model.to(device)
     groups = param_groups or [{"params": list(model.parameters()), "lr": cfg.lr, "name": "all"}]
     for g in groups:
@@ -176,7 +197,7 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
                             f"(train.max_batch_seconds={cfg.max_batch_seconds}): {shown}, the longest {longest:.1f} s; "
                             f"raise train.max_batch_seconds to at least {math.ceil(longest * 10) / 10:g}, or drop "
                             f"(or segment) the long utterances in the manifest")
-    steps_per_epoch = len(bucket_batches(frames, max_frames, cfg.seed, 0))
+    steps_per_epoch = -(-len(bucket_batches(frames, max_frames, cfg.seed, 0)) // world)  # ceil: see shard_batches
     total_steps = steps_per_epoch * cfg.epochs
 
     state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "history": [], "nonfinite": 0, "bad_epochs": 0,
@@ -194,12 +215,16 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
         state.setdefault("epoch_acc", [0.0, 0, 0])
+    if world > 1 and distributed.broadcast_object(state["step"], device) != state["step"]:
+        raise TrainingError(f"rank {rank} read another {last} than rank 0 did; the ranks must share out_dir")
 
     def checkpoint() -> None:
-        _save(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                     "run_key": run_key, "meta": meta or {}})
+        if main:
+            _save(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                         "run_key": run_key, "meta": meta or {}})
 
     metric, mode = select
+    net = model  # what the steps run: the model, or under torchrun its DistributedDataParallel wrapper
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         if on_epoch_start:
@@ -207,25 +232,40 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
         model.train()
         _freeze_norm_stats(model)
         batches = bucket_batches(frames, max_frames, cfg.seed, epoch)
+        spare = batches[0]  # what a rank left without a batch in the epoch's last step computes, with weight 0
+        if world > 1:
+            net = distributed.wrap(model, device, net)  # re-wrapped only when on_epoch_start changed what trains
+            sizes = distributed.step_sizes(batches, world)
+            batches = distributed.shard_batches(batches, rank, world)  # this rank's share; [] = a zero-weight step
         t0, audio_frames = time.time(), 0
         # [loss sum, utterances, skipped steps] of this epoch: checkpointed, so a resumed epoch logs the same
         acc = state["epoch_acc"]
         bar = tqdm(total=len(batches), initial=state["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, leave=False)
+                   disable=not cfg.progress or not main, leave=False)
         for b in range(state["batch"], len(batches)):
             step = state["step"]
-            # everything random in this step derives from (seed, step): resume-safe determinism
-            torch.manual_seed(cfg.seed * 1_000_003 + step)
-            batch = collate(store, [train[i] for i in batches[b]])
+            # everything random in this step derives from (seed, step) (and the rank): resume-safe determinism
+            seed = (cfg.seed * 1_000_003 + step) * world + rank
+            torch.manual_seed(seed)
+            batch = collate(store, [train[i] for i in batches[b] or spare], pin=device.type == "cuda")
             if specaug is not None and specaug.specaugment:
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                gen = torch.Generator().manual_seed(seed)
                 batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], specaug, gen)
             factor = lr_factor(step, total_steps, cfg)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
             buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics, restored if skipped
-            loss = compute_loss(model, batch, device)
+            loss = compute_loss(net, batch, device)
             finite = bool(torch.isfinite(loss))
+            if world > 1:
+                # one all-reduce: is every rank's loss finite (all step, or none), and the step's loss sum and
+                # utterances over all ranks (so every rank, and the checkpoint, holds the epoch's figures)
+                bad, step_sum, step_n = distributed.all_sum(
+                    [float(not finite), loss.item() * len(batches[b]), len(batches[b])], device)
+                finite = bad == 0
+                # DDP averages the ranks' gradients: weighting each rank's mean by its share of the step's
+                # utterances makes the update that of the mean over all of them (0 for a rank without a batch)
+                loss = loss * (len(batches[b]) * world / sizes[b])
             opt.zero_grad(set_to_none=True)
             if finite:
                 loss.backward()
@@ -234,13 +274,17 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
             if finite:
                 state["nonfinite"] = 0
                 opt.step()
-                acc[0] += loss.item() * len(batch["ids"])
-                acc[1] += len(batch["ids"])
+                if world == 1:
+                    acc[0] += loss.item() * len(batch["ids"])
+                    acc[1] += len(batch["ids"])
+                else:
+                    acc[0] += step_sum
+                    acc[1] += int(step_n)
             else:  # skip the step (weights and statistics untouched) and count it; many in a row stop the run
                 opt.zero_grad(set_to_none=True)
                 with torch.no_grad():
-                    for b, saved in zip(model.buffers(), buffers):
-                        b.copy_(saved)
+                    for buf, saved in zip(model.buffers(), buffers):
+                        buf.copy_(saved)
                 state["nonfinite"] += 1
                 acc[2] += 1
                 if state["nonfinite"] >= cfg.max_nonfinite:
@@ -252,7 +296,8 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
                            "No checkpoint was written yet; ")
                         + "lower train.lr, or check the data (utterances too short for their transcripts, "
                           "empty or corrupt audio)")
-            audio_frames += int(batch["feat_lens"].sum())
+            if batches[b]:
+                audio_frames += int(batch["feat_lens"].sum())
             state["step"] += 1
             state["batch"] = b + 1
             bar.update(1)
@@ -261,34 +306,45 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
                 checkpoint()
         bar.close()
         elapsed = time.time() - t0
+        if world > 1:  # the audio of all ranks
+            audio_frames = distributed.all_sum([audio_frames], device)[0]
         model.eval()
-        with torch.no_grad():
-            dev = evaluate(model)
-        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": acc[0] / max(acc[1], 1),
-                  "nonfinite_steps": acc[2],  # steps skipped for a non-finite loss or gradient
-                  "lr": opt.param_groups[-1]["lr"],
-                  "epoch_seconds": round(elapsed, 2),
-                  "audio_sec_per_sec": round(audio_frames / FRAMES_PER_SECOND / max(elapsed, 1e-9), 1), **dev}
+        record = None
+        if main:
+            with torch.no_grad():
+                dev = evaluate(model)
+            record = {"epoch": epoch + 1, "step": state["step"], "train_loss": acc[0] / max(acc[1], 1),
+                      "nonfinite_steps": acc[2],  # steps skipped for a non-finite loss or gradient
+                      "lr": opt.param_groups[-1]["lr"],
+                      "epoch_seconds": round(elapsed, 2),
+                      "audio_sec_per_sec": round(audio_frames / FRAMES_PER_SECOND / max(elapsed, 1e-9), 1), **dev}
+        if world > 1:
+            record = distributed.broadcast_object(record, device)  # the others wait here while rank 0 evaluates
         state["history"].append(record)
-        value = dev[metric]
+        value = record[metric]
         better = state["best"] is None or (value < state["best"] if mode == "min" else value > state["best"])
         if better:
             state["best"], state["bad_epochs"] = value, 0
-            _save(out_dir / "best.pt", {"model": model.state_dict(), "meta": meta or {},
-                                        "epoch": epoch + 1, metric: value})
+            if main:
+                _save(out_dir / "best.pt", {"model": model.state_dict(), "meta": meta or {},
+                                            "epoch": epoch + 1, metric: value})
         else:
             state["bad_epochs"] += 1
         state["epoch"], state["batch"], state["epoch_acc"] = epoch + 1, 0, [0.0, 0, 0]
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             state["epoch"] = cfg.epochs  # early stop: the remaining epochs are skipped, also on resume
         checkpoint()
+        if not main:
+            continue
         # the log is rewritten from the checkpointed history, so a kill never leaves it duplicated or short
         write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
         if cfg.progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
             tqdm.write(f"[{out_dir.name}] " + " ".join(f"{k}={v}" for k, v in shown.items()))
-    write_json(out_dir / "done.json", {"run_key": run_key, "best": state["best"], "metric": metric,
-                                       "history": state["history"]})
+    if main:
+        write_json(out_dir / "done.json", {"run_key": run_key, "best": state["best"], "metric": metric,
+                                           "history": state["history"]})
+    distributed.barrier(device)  # no rank returns before rank 0's files are complete
     return state["history"]
 
 

@@ -1,0 +1,174 @@
+"""The real-corpus recipes (recipes/fleurs, recipes/babel) end to end on tiny fixtures in the corpora's exact layouts.
+
+Each recipe's run.sh is asked for its commands (--dry-run) with tiny-scale overrides; those commands are then
+executed: `xlingual ...` through xlingual.cli.main in this process (what the console script runs), the shell
+steps (Babel's markup cleaning) through bash. So the test runs the recipe's own configs and commands, stage by
+stage: prepare -> matrix -> LID -> rank-eval.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from test_transfer import TEXTS
+from xlingual.cli import main
+from xlingual.corpus import FLEURS_COLUMNS, read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+SPLITS = {"train": 6, "dev": 2, "test": 2}
+FLEURS_CONFIGS = {"bn": "bn_in", "tr": "tr_tr"}  # of the recipe's four, the two with fixture texts
+TINY_MODEL = ["model.preset=tiny", "model.d_model=32", "model.n_heads=2", "model.ffn_dim=64", "model.n_layers=1",
+              "model.subsample_channels=8", "features.n_mels=40"]
+TINY_TRAIN = ["epochs=1", "max_batch_seconds=20", "threads=1", "device=cpu", "progress=false",
+              "checkpoint_every_steps=0", "warmup_steps=1"]
+
+
+def tone(seconds: float, freq: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    noise = 0.02 * np.random.default_rng(seed).standard_normal(t.size)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+def write_fleurs(root: Path) -> Path:
+    """google/fleurs as on the hub: data/<config>/<split>.tsv and audio/<split>.tar.gz (train also extracted)."""
+    for li, (lang, config) in enumerate(FLEURS_CONFIGS.items()):
+        cdir = root / "data" / config
+        for split, n in SPLITS.items():
+            lines, wav_dir = [], cdir / "audio" / split
+            wav_dir.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                name, text = f"{lang}_{split}{i}.wav", TEXTS[lang][i % 6]
+                sec = 0.8 + 0.1 * (i % 3)
+                sf.write(wav_dir / name, tone(sec, 150 + 40 * li + 25 * i, seed=i), 16000)
+                fields = [str(100 + i), name, text.capitalize() + ".", text, "", str(int(16000 * sec)), "FEMALE"]
+                assert len(fields) == len(FLEURS_COLUMNS)
+                lines.append("\t".join(fields))
+            (cdir / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            if split != "train":  # as downloaded: only the archive
+                with tarfile.open(cdir / "audio" / f"{split}.tar.gz", "w:gz") as tf:
+                    tf.add(wav_dir, arcname=split)
+                for f in wav_dir.iterdir():
+                    f.unlink()
+                wav_dir.rmdir()
+    return root
+
+
+def write_babel(root: Path) -> Path:
+    """Kaldi data dirs per language as a Babel s5d recipe leaves them: 8 kHz conversations behind `... |` pipe
+    commands (standing in for sph2pipe), segments, utt2spk, and transcripts with Babel's markup."""
+    kaldi_dirs = {"train": "train", "dev": "dev2h.pem", "test": "dev10h.pem"}
+    for li, lang in enumerate(FLEURS_CONFIGS):
+        recipe = root / lang
+        for split, n in SPLITS.items():
+            conv = f"audio/{lang}_{split}.wav"  # relative to the recipe folder, as in many Kaldi setups
+            (recipe / "audio").mkdir(parents=True, exist_ok=True)
+            sf.write(recipe / conv, tone(1.2 * (n + 1), 300 + 50 * li, sr=8000, seed=li), 8000)
+            d = recipe / "data" / kaldi_dirs[split]
+            d.mkdir(parents=True)
+            rec = f"{lang}_{split}_A"
+            (d / "wav.scp").write_text(f"{rec} cat {conv} |\n")
+            segs, text, spk = [], [], []
+            for i in range(n):
+                utt = f"{rec}_{i:03d}"
+                segs.append(f"{utt} {rec} {1.2 * i:.2f} {1.2 * i + 1.0:.2f}")
+                text.append(f"{utt} <hes> {TEXTS[lang][i % 6]} <no-speech>")
+                spk.append(f"{utt} {rec}")
+            segs.append(f"{rec}_{n:03d} {rec} {1.2 * n:.2f} {1.2 * n + 1.0:.2f}")
+            text.append(f"{rec}_{n:03d} <no-speech>")  # markup only: skipped at preparation
+            spk.append(f"{rec}_{n:03d} {rec}")
+            for name, lines in (("segments", segs), ("text", text), ("utt2spk", spk)):
+                (d / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def recipe_env() -> dict:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def run_recipe(script: str, tmp: Path, *args: str) -> list[str]:
+    """run.sh --dry-run ... -> its commands, each executed; returns them."""
+    env = recipe_env()
+    proc = subprocess.run(["bash", str(REPO / "recipes" / script / "run.sh"), "--dry-run", *args], cwd=tmp, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    cwd = os.getcwd()
+    os.chdir(tmp)  # the recipe's relative paths (data/, exp/) are relative to where it runs
+    try:
+        for cmd in commands:
+            argv = shlex.split(cmd)
+            if argv[0] == "xlingual":
+                assert main(argv[1:]) == 0, cmd
+            else:
+                subprocess.run(cmd, shell=True, check=True, cwd=tmp, env=env)
+    finally:
+        os.chdir(cwd)
+    return commands
+
+
+def tiny_args(name: str) -> list[str]:
+    sets = {
+        "matrix": ["sources=[bn,tr]", "targets=[bn,tr]", "source_hours=null", "target_hours=0.001",
+                   "size_pairs=[]", "variant_pairs=[]", "layer_sweep=[]", "variants.chain_thaw.mode=full",
+                   f"out_dir=exp/matrix_{name}", *TINY_MODEL, *(f"train.{s}" for s in TINY_TRAIN),
+                   *(f"adapt.train.{s}" for s in TINY_TRAIN), "small_train.epochs=1"],
+        "lid": ["languages=[bn,tr]", "train_hours=null", "dev_hours=null", f"out_dir=exp/lid_{name}", *TINY_MODEL,
+                *(f"train.{s}" for s in TINY_TRAIN)],
+    }
+    return ["--jobs", "1", "--matrix-args", " ".join(f"--set {s}" for s in sets["matrix"]),
+            "--lid-args", " ".join(f"--set {s}" for s in sets["lid"]),
+            "--rank-args", "--baselines char --k 2 --device cpu"]
+
+
+def check_outputs(tmp: Path, name: str, data: Path) -> None:
+    for lang in FLEURS_CONFIGS:
+        for split, n in SPLITS.items():
+            assert len(read_manifest(data / lang / f"{split}.jsonl")) == n
+    wer = list(csv.reader((tmp / f"exp/matrix_{name}/report/wer_matrix.csv").open()))
+    assert wer[0] == ["adapt to \\ pretrain on", "bn", "tr"] and [r[0] for r in wer[1:]] == ["bn", "tr"]
+    assert all(c for r in wer[1:] for c in r)  # every cell ran
+    assert (tmp / f"exp/lid_{name}/best.pt").is_file()
+    ranking = json.loads((tmp / f"exp/lid_{name}/rank_eval/ranking_eval.json").read_text())
+    assert ranking["targets"] == ["bn", "tr"] and "lid" in ranking["evaluations"]["in_set"]
+
+
+def test_fleurs_recipe_end_to_end(tmp_path):
+    fleurs = write_fleurs(tmp_path / "fleurs")
+    # the recipe's four configs; the fixture holds two of them
+    dry = subprocess.run(["bash", str(REPO / "recipes/fleurs/run.sh"), "--dry-run", "--stop-stage", "0"],
+                         cwd=tmp_path, capture_output=True, text=True, env=recipe_env())
+    assert [shlex.split(c[2:])[3] for c in dry.stdout.splitlines()] == ["bn_in", "as_in", "lo_la", "tr_tr"]
+    commands = run_recipe("fleurs", tmp_path, "--fleurs", str(fleurs), "--configs", "bn_in tr_tr",
+                          "--data", "data/fleurs", *tiny_args("fleurs"))
+    assert commands[0] == f"xlingual prepare fleurs {fleurs}/data/bn_in --out data/fleurs/bn --language bn"
+    data = tmp_path / "data" / "fleurs"
+    check_outputs(tmp_path, "fleurs", data)
+    train = read_manifest(data / "bn" / "train.jsonl")
+    assert train[0].text == TEXTS["bn"][0] and train[0].audio.endswith("bn_in/audio/train/bn_train0.wav")
+    assert read_manifest(data / "tr" / "test.jsonl")[0].audio.endswith("fleurs_audio/test/tr_test0.wav")  # untarred
+
+
+def test_babel_recipe_end_to_end(tmp_path):
+    babel = write_babel(tmp_path / "babel")
+    commands = run_recipe("babel", tmp_path, "--babel", str(babel), "--data", "data/babel", "--languages", "bn tr",
+                          *tiny_args("babel"))
+    data = tmp_path / "data" / "babel"
+    check_outputs(tmp_path, "babel", data)
+    for lang in FLEURS_CONFIGS:
+        train = read_manifest(data / lang / "train.jsonl")
+        assert [u.text for u in train[:2]] == TEXTS[lang][:2]  # markup gone, words kept
+        report = json.loads((data / lang / "train.report.json").read_text())
+        assert report["kept"] == 6 and report["skipped_total"] == 1  # the <no-speech>-only segment
+        assert report["notes"] == {"resampled 8000->16000 Hz": 6}
+    assert sum(c.startswith("xlingual prepare kaldi") for c in commands) == 6
