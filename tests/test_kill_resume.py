@@ -23,7 +23,7 @@ import torch
 
 from test_transfer import write_tiny_corpus
 from xlingual.cli import main
-from xlingual.fileio import exclusive_lock
+from xlingual.fileio import LockError, exclusive_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -206,8 +206,16 @@ def test_matrix_killed_twice_recomputes_no_finished_run(tmp_path):
         time.sleep(0.05)
     assert not any(alive(p) for p in pids), "a run outlived the killed matrix"
     for lock in out.rglob(".lock"):
-        with exclusive_lock(lock.parent):  # released by the kernel when the run died
-            pass
+        # released by the kernel once the run has died; a run killed while starting may not have written its PID
+        # into .lock yet (so `pids` above can miss it): wait for the lock itself, with a deadline
+        deadline = time.time() + 30
+        while True:
+            try:
+                with exclusive_lock(lock.parent):
+                    break
+            except LockError:
+                assert time.time() < deadline, f"{lock.parent} stayed locked after the matrix was killed"
+                time.sleep(0.1)
     done2 = finished(out)
     print(f"killed with {len(done2)} of 8 runs finished; interrupted in training: {partial(out)}")
     assert {k: v for k, v in done2.items() if k in done1} == done1  # the second run skipped what was done
