@@ -41,7 +41,7 @@ import yaml
 from .asr import budget, feature_cache, load_language, run_key
 from .config import (AdaptConfig, CorpusConfig, DecodeConfig, FeatureConfig, MatrixConfig, ModelConfig, TrainConfig,
                      UnitConfig, from_dict, merge, to_dict)
-from .fileio import locked, read_json, write_json, write_text
+from .fileio import locked, read_json, remove_stale_tmp, write_json, write_text
 from .transfer import RUNTIME_TRAIN_KEYS, check_adapt_config
 
 CELL_FILE = "cell.json"  # what a run does; written before it starts
@@ -438,6 +438,9 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
         for c in waiting:
             failed.setdefault(c.name, "not started")
     report = write_report(out)
+    # the lock's cleanup at start can miss the temporary file of a run killed a moment before (still exiting):
+    # every run of this matrix has ended now, so sweep again
+    remove_stale_tmp(out)
     summary = {"runs": len(cells), "ran": ran, "skipped": skipped, "failed": failed, "report": str(report),
                "wall_seconds": round(time.time() - t0, 1)}
     write_json(out / "last_run.json", summary)
