@@ -363,33 +363,16 @@ def matrix_csv(scores: ScoreMatrix, level: str = "frame") -> str:
 
 def plot_heatmap(matrix: list[list[float]], rows: list[str], columns: list[str], path: str | Path, title: str,
                  xlabel: str, ylabel: str, fmt: str = "{:.2f}", cmap: str = "viridis") -> None:
-    """A labelled heatmap PNG with the value written in every cell (matplotlib, Agg backend)."""
-    import matplotlib
+    """A labelled heatmap PNG with the value written in every cell; a language's own cell is outlined.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn by report.heatmap, the one heatmap writer of the toolkit (non-finite values show as missing).
+    """
+    from .report import Table, heatmap
 
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(columns), 0.8 + 0.6 * len(rows)), dpi=120)
-    finite = [v for row in matrix for v in row if v is not None and math.isfinite(v)]
-    vals = [[v if v is not None and math.isfinite(v) else float("nan") for v in row] for row in matrix]
-    im = ax.imshow(vals, cmap=cmap, aspect="auto", vmin=min(finite, default=0), vmax=max(finite, default=1))
-    ax.set_xticks(range(len(columns)), columns)
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    mid = (min(finite, default=0) + max(finite, default=1)) / 2
-    for i, row in enumerate(vals):
-        for j, v in enumerate(row):
-            if math.isfinite(v):
-                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8,
-                        color="white" if v < mid else "black")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    values = [[v if v is not None and math.isfinite(v) else None for v in row] for row in matrix]
+    marked = {(i, j) for i, r in enumerate(rows) for j, c in enumerate(columns) if r == c}
+    heatmap(Table(Path(path).stem, title, f"{ylabel} \\ {xlabel}", list(columns), list(rows), values,
+                  marked=marked, fmt=fmt), Path(path), cmap=cmap)
 
 
 def write_score_matrix(scores: ScoreMatrix, out_dir: str | Path, name: str = "lid_scores") -> dict[str, Path]:
