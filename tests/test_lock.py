@@ -96,6 +96,24 @@ def test_stale_temporary_files_of_dead_writers_are_removed_under_the_lock(tmp_pa
     assert remove_stale_tmp(folder) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are told apart through /proc")
+def test_temporary_files_of_a_killed_unreaped_writer_are_removed(tmp_path):
+    # a run killed with its parent stays a zombie for good where PID 1 does not reap orphans (CI containers):
+    # os.kill(pid, 0) still succeeds on it, but it can write nothing more
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        zombie.kill()
+        deadline = time.time() + 10
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.time() < deadline, "the killed process never became a zombie"
+            time.sleep(0.02)
+        stale = tmp_path / f".last.pt.tmp{zombie.pid}"
+        stale.write_text("x")
+        assert remove_stale_tmp(tmp_path) == [stale] and not stale.exists()
+    finally:
+        zombie.wait()
+
+
 @pytest.fixture(scope="module")
 def adapt_setup(tmp_path_factory):
     corpus = write_tiny_corpus(tmp_path_factory.mktemp("corpus"))

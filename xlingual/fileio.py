@@ -99,6 +99,11 @@ _held: dict[str, list] = {}  # resolved folder -> [lock file descriptor, depth]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` may still write its files: it exists and is not a zombie.
+
+    A killed worker whose parent died too stays a zombie for good where PID 1 does not reap orphans (many
+    containers); `os.kill(pid, 0)` succeeds on a zombie, so its state is read from /proc where there is one.
+    """
     if pid <= 0:
         return True  # not a process id: never treat its files as stale
     try:
@@ -107,7 +112,12 @@ def _pid_alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError):  # alive (another user's), or not a process id
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]  # the name, in parentheses, may hold spaces
+    except (OSError, IndexError):  # no /proc (macOS), or it ended just now: trust os.kill
+        return True
+    return state not in (b"Z", b"X")
 
 
 def remove_stale_tmp(folder: str | os.PathLike, depth: int = 6) -> list[Path]:
