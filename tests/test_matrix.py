@@ -68,6 +68,21 @@ def test_plan_two_seeds_doubles_every_run(corpus, tmp_path):
     assert len(cells) == 24 and sum(n.endswith("/seed1") for n in cells) == 12
 
 
+def test_plan_baseline_seeds_add_only_from_scratch_baselines(corpus, tmp_path):
+    cells = plan_cells(config(corpus.dir, tmp_path, "baseline_seeds=[1, 2]"))
+    extra = sorted(n for n in cells if not n.endswith("/seed0"))
+    # every target at both budgets, at each further seed; nothing is adapted at those seeds
+    assert extra == sorted(f"scratch/{t}-{b}/seed{s}" for s in (1, 2) for t in ("bn", "tr") for b in ("3.6s", "all"))
+    assert len(cells) == 12 + 8
+    # the seed-0 baselines are the runs the matrix already had: the target's pre-training run plays one more role
+    assert {"table": "baseline", "target": "bn", "budget": "large"} in cells["scratch/bn-all/seed0"].roles
+    assert cells["scratch/tr-all/seed2"].roles == [{"table": "baseline", "target": "tr", "budget": "large"}]
+    assert plan_cells(config(corpus.dir, tmp_path, "baseline_seeds=[0]")).keys() == cells.keys() - set(extra)
+    # caching is by configuration: the seed-0 runs keep their hashes, so finished runs stay finished
+    plain = plan_cells(config(corpus.dir, tmp_path))
+    assert all(cells[n].hash == c.hash for n, c in plain.items())
+
+
 @pytest.mark.parametrize("extra, match", [
     (["variants.slow={mode: chain_thaw}"], "slow: .*needs at least 5 epochs"),
     (["variants.bad={mode: full, epochs: 3}"], r"variants.bad: unknown key\(s\) \['epochs'\]"),

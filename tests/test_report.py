@@ -146,6 +146,31 @@ def test_seeds_are_averaged(tmp_path):
     assert res.value(table="matrix", source="bn", target="bn") == 41.0 and len(res.runs(table="matrix")) == 8
 
 
+def test_baseline_spread_over_seeds(tmp_path):
+    # baselines at seeds 0, 1, 2 are 0, 2 and 4 points worse than the fixture: mean +2, sd 2; transfer cells seed 0
+    make_matrix(tmp_path, "baseline_seeds=[1, 2]", seed_offset=2.0)
+    write_report(tmp_path)
+    rows = {r[0]: r[1:] for r in read_csv(tmp_path / "report" / "baseline_spread.csv")}
+    assert rows["target, training data \\ statistic"] == ["seeds", "wer_mean", "wer_sd", "wer_min", "wer_max",
+                                                          "cer_mean", "cer_sd"]
+    assert rows["bn-small"] == ["3", "82", "2", "80", "84", "41", "1"]
+    assert rows["tr-large"] == ["3", "27", "2", "25", "29", "13.5", "1"]
+    # the gain of each cell in baseline sds: bn <- bn: (82 - 40) / 2 = 21; tr <- bn: (62 - 45) / 2 = 8.5
+    assert read_csv(tmp_path / "report" / "gain_sd.csv")[1:] == [["bn", "21", "16"], ["tr", "8.5", "16"]]
+    # tables with a baseline use all its seeds and say so; the matrix cells stay at seed 0
+    gain = read_csv(tmp_path / "report" / "gain_matrix.csv")
+    assert gain[1][-1] == "82" and "From-scratch baselines: mean of 3 seeds" in (
+        tmp_path / "report" / "gain_matrix.md").read_text()
+    assert read_csv(tmp_path / "report" / "wer_matrix.csv")[1] == ["bn", "40", "50"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Transfer gain in baseline standard deviations" in report and "also [1, 2]" in report
+
+
+def test_no_spread_tables_without_baseline_seeds(report):
+    assert not (report / "baseline_spread.csv").exists() and not (report / "gain_sd.csv").exists()
+    assert "From-scratch baselines" not in (report / "gain_matrix.md").read_text()
+
+
 def test_table_writers():
     t = Table("t", "T", "r \\ c", ["a", "b"], ["x"], [[1.0, None]], marked={(0, 0)}, note="n.")
     assert t.to_csv() == "r \\ c,a,b\nx,1,\n"

@@ -294,6 +294,9 @@ class MatrixConfig:
     sweep_pairs: list[tuple[str, str]] | None = None  # (source, target) cells of the layer sweep; None = all
     seeds: list[int] = field(default_factory=lambda: [0])  # every run once per seed (it replaces train.seed and
     #   adapt.train.seed); tables show the mean
+    baseline_seeds: list[int] = field(default_factory=list)  # further seeds for the from-scratch baselines of every
+    #   target at both budgets (cheap next to the whole matrix): their spread is the run-to-run noise that transfer
+    #   gains are judged against (report: baseline_spread); [] = baselines at `seeds` only, no spread table
     out_dir: str = "exp/matrix"  # one folder per run, plus report/
     corpus: CorpusConfig = field(default_factory=CorpusConfig)  # the manifests of every language
     features: FeatureConfig = field(default_factory=FeatureConfig)  # shared by all runs (transfer needs the same)

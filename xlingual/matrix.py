@@ -214,6 +214,13 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
         for s, t in sweep_pairs:
             for k in cfg.layer_sweep:
                 adapted(source(s), t, f"k{k}", sweep[k], seed, {"table": "sweep", "k": k, "source": s, "target": t})
+    if cfg.baseline_seeds:
+        # the baselines of every target at both budgets, at every seed: the report's spread table (a baseline at a
+        # seed of `seeds` is the run made above, or the target's pre-training run, now playing one more role)
+        for seed in dict.fromkeys([*cfg.seeds, *cfg.baseline_seeds]):
+            for t in cfg.targets:
+                scratch(t, cfg.target_hours, seed, {"table": "baseline", "target": t, "budget": "small"})
+                scratch(t, cfg.source_hours, seed, {"table": "baseline", "target": t, "budget": "large"})
     # scratch runs first: every adaptation run comes after its source
     return dict(sorted(cells.items(), key=lambda kv: kv[1].kind != "scratch"))
 

@@ -10,6 +10,8 @@ cell in bold); report.md gathers them with the figures:
                  budget; + adaptation layers; same-language large -> small (one column per source -> target pair)
     variants     test WER of each adaptation variant (head, full, chain-thaw, full + adapters, ...) per cell
     layer_sweep  test WER against k, the number of transferred bottom layers + plot
+    baseline_spread  with `baseline_seeds`: the from-scratch baselines over seeds (mean, sd, min, max of WER and
+                 CER at both budgets), and each matrix cell's gain over the baseline in baseline standard deviations
     curves_<t>   dev WER against training steps, from scratch vs transferred, one plot per target
     runs         every run: folder, kind, language, budget, seed, test WER/CER, steps, wall time
 
@@ -95,6 +97,15 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _sd(xs: list[float]) -> float | None:
+    """Sample standard deviation (n - 1); None below two values."""
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if len(xs) < 2:
+        return None
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
 class Results:
     """The runs of a matrix folder and their results, looked up by table role (averaged over seeds)."""
 
@@ -124,6 +135,11 @@ class Results:
         return _mean([self.results[c["name"]]["test"][metric] for c in self.runs(**role) if c["name"] in
                       self.results])
 
+    def values(self, metric: str = "wer", **role) -> list[float]:
+        """Test `metric` of each finished run playing `role` (one per seed), in seed order."""
+        return [self.results[c["name"]]["test"][metric] for c in sorted(self.runs(**role), key=lambda c: c["seed"])
+                if c["name"] in self.results]
+
     def curve(self, **role) -> list[tuple[int, float]]:
         """(step, dev WER) per epoch of the lowest-seed run playing `role` that has a training log."""
         for c in sorted(self.runs(**role), key=lambda c: c["seed"]):
@@ -152,9 +168,14 @@ def _matrix_table(res: Results, name: str, title: str, metric: str) -> Table:
                  + _seeds_note(c))
 
 
-def _seeds_note(config: dict) -> str:
+def _seeds_note(config: dict, baselines: bool = False) -> str:
+    """How many seeds a table's values average; `baselines`: the table shows from-scratch baselines too."""
     n = len(config["seeds"])
-    return f" Mean of {n} seeds." if n > 1 else ""
+    note = f" Mean of {n} seeds." if n > 1 else ""
+    nb = len(dict.fromkeys([*config["seeds"], *config.get("baseline_seeds", [])]))
+    if baselines and nb > n:
+        note += f" From-scratch baselines: mean of {nb} seeds (baseline_spread.md)."
+    return note
 
 
 def gain_table(res: Results) -> Table:
@@ -176,7 +197,7 @@ def gain_table(res: Results) -> Table:
                  fmt="{:+.1f}", column_fmts=["{:+.1f}"] * len(sources) + ["{:.1f}"],
                  note=f"100 x (scratch - transfer) / scratch; positive = transfer helps. The last "
                  f"column is the from-scratch test WER on {hours_label(c['target_hours'])} (not a gain)."
-                 + _seeds_note(c))
+                 + _seeds_note(c, baselines=True))
 
 
 SIZE_ROWS = ("scratch_small", "scratch_large", "transfer_small", "transfer_large", "adaptation", "same_language")
@@ -207,7 +228,7 @@ def size_table(res: Results) -> Table | None:
                  [f"{language_label(s)} -> {language_label(t)}" for s, t in pairs], labels, values,
                  csv_columns=[f"{s}->{t}" for s, t in pairs], csv_rows=list(SIZE_ROWS),
                  note="The reference's table (Babel, Assamese -> Bengali): 71.8, 64.5, 66.0, 64.6, 63.7, 61.6."
-                 + _seeds_note(c))
+                 + _seeds_note(c, baselines=True))
 
 
 def variants_table(res: Results) -> Table | None:
@@ -243,7 +264,57 @@ def sweep_table(res: Results) -> Table | None:
                  [f"{language_label(s)} -> {language_label(t)}" for s, t in pairs], values,
                  csv_columns=[str(k) for k in ks] + ["scratch"], csv_rows=[f"{s}->{t}" for s, t in pairs],
                  note="k = 0 keeps only the convolutional frontend; the layers above k are re-initialized and train "
-                 "with the new head." + _seeds_note(c))
+                 "with the new head." + _seeds_note(c, baselines=True))
+
+
+SPREAD_COLUMNS = ("seeds", "wer_mean", "wer_sd", "wer_min", "wer_max", "cer_mean", "cer_sd")
+
+
+def spread_tables(res: Results) -> list[Table]:
+    """With `baseline_seeds`: the from-scratch baselines over seeds, and each cell's gain in baseline SDs.
+
+    The second table puts every matrix cell's gain (scratch mean - transfer WER) in units of the baseline's
+    standard deviation, so a reader sees which differences stand out from run-to-run noise.
+    """
+    c = res.config
+    if not c.get("baseline_seeds"):
+        return []
+    targets, sources = c["targets"], c["sources"]
+    budgets = [("small", c["target_hours"]), ("large", c["source_hours"])]
+    rows, labels, csv_labels = [], [], []
+    for t in targets:
+        for budget, hours in budgets:
+            wer, cer = (res.values(m, table="baseline", target=t, budget=budget) for m in ("wer", "cer"))
+            rows.append([float(len(wer)) if wer else None, _mean(wer), _sd(wer), min(wer, default=None),
+                         max(wer, default=None), _mean(cer), _sd(cer)])
+            labels.append(f"{language_label(t)}, {hours_label(hours)}")
+            csv_labels.append(f"{t}-{budget}")
+    spread = Table("baseline_spread", "From-scratch baselines over seeds: test WER / CER (%)",
+                   "target, training data \\ statistic",
+                   ["seeds", "WER mean", "WER sd", "WER min", "WER max", "CER mean", "CER sd"], labels, rows,
+                   csv_columns=list(SPREAD_COLUMNS), csv_rows=csv_labels,
+                   column_fmts=["{:.0f}"] + ["{:.1f}"] * 6,
+                   note="sd: sample standard deviation over the seeds that finished (seeds "
+                   f"{list(dict.fromkeys([*c['seeds'], *c['baseline_seeds']]))}: initialization, batch order and "
+                   "SpecAugment change; the data do not).")
+    z = []
+    for t in targets:
+        base = res.values("wer", table="baseline", target=t, budget="small")
+        m, sd = _mean(base), _sd(base)
+        row = []
+        for s in sources:
+            w = res.value("wer", table="matrix", source=s, target=t)
+            row.append(None if w is None or m is None or not sd else (m - w) / sd)
+        z.append(row)
+    marked = {(i, j) for i, t in enumerate(targets) for j, s in enumerate(sources) if s == t}
+    gain = Table("gain_sd", "Transfer gain in baseline standard deviations", "adapt to \\ pretrain on",
+                 [language_label(s) for s in sources], [language_label(t) for t in targets], z,
+                 csv_columns=list(sources), csv_rows=list(targets), marked=marked, fmt="{:+.1f}",
+                 note=f"(from-scratch mean - transfer WER) / from-scratch sd, both on {hours_label(c['target_hours'])} "
+                 "of the target; positive = transfer helps. If a transfer cell varies as much as its baseline, a "
+                 "difference of two runs has sd x 1.41, so |value| > 2.8 is beyond run-to-run noise (about 95%)."
+                 + _seeds_note(c))
+    return [spread, gain]
 
 
 def runs_table(res: Results) -> str:
@@ -382,7 +453,7 @@ def write_report(matrix_dir: str | Path) -> Path:
     wer = _matrix_table(res, "wer_matrix", "WER matrix: test WER (%)", "wer")
     cer = _matrix_table(res, "cer_matrix", "CER matrix: test CER (%)", "cer")
     gain = gain_table(res)
-    tables = [wer, cer, gain, size_table(res), variants_table(res), sweep_table(res)]
+    tables = [wer, cer, gain, size_table(res), variants_table(res), sweep_table(res), *spread_tables(res)]
     tables = [t for t in tables if t is not None]
     for t in tables:
         t.write(out)
@@ -404,7 +475,9 @@ def write_report(matrix_dir: str | Path) -> Path:
     parts = [f"# Transfer matrix: {', '.join(c['sources'])} -> {', '.join(c['targets'])}\n",
              f"{done} of {total} runs finished. Pre-training budget {hours_label(c['source_hours'])}, target budget "
              f"{hours_label(c['target_hours'])}, units {c['units']['kind']}, model preset {c['model']['preset']}, "
-             f"seeds {c['seeds']}. Every run: runs.csv; the configuration: ../matrix.yaml.\n"]
+             f"seeds {c['seeds']}"
+             + (f" (from-scratch baselines also {c['baseline_seeds']})" if c.get("baseline_seeds") else "")
+             + ". Every run: runs.csv; the configuration: ../matrix.yaml.\n"]
     for t in tables:
         parts.append(f"## {t.title}\n\n{t.to_markdown()}")
         parts += [f"![{t.name}]({f})\n" for f in figures.get(t.name, [])]
