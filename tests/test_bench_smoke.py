@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` lives beside the package, not in it
 
-from bench import common, decode_speed, flops, scaling, synthesis_speed, train_throughput  # noqa: E402
+from bench import common, decode_speed, flops, optimizations, scaling, synthesis_speed, train_throughput  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,9 @@ def test_common_helpers():
 def test_train_throughput(corpus, out):
     train_throughput.main(["--presets", "tiny", "--hours", "0.005", "--batch-seconds", "6", "--repeats", "1",
                            "--threads", "1", "--languages", "tr", "--corpus", str(corpus), "--out", str(out),
-                           "--candidates", "bf16", "channels_last"])
+                           "--candidates", "bf16", "contiguous_convs"])
     r = written(out, "train_throughput")["presets"][0]
-    assert set(r["candidate_speedup"]) == {"bf16", "channels_last"}
+    assert set(r["candidate_speedup"]) == {"bf16", "contiguous_convs"}
     assert r["audio_sec_per_sec"]["pipeline"]["median"] > 0 and r["pipeline_over_model_only"]["median"] > 0
     assert 0 <= r["padding"]["padding_fraction"] < 1
     assert r["breakdown_seconds"]["pipeline"]["collate"] > 0 and r["cprofile_top"]
@@ -91,3 +91,13 @@ def test_scaling(corpus, out):
     assert [s["hours"] for s in r["sizes"]] == [0.004]
     assert all(s["train"]["peak_rss_mb"] > 0 and s["features"]["seconds"] > 0 for s in r["sizes"])
     assert r["matrix"].get("core") or r["matrix"].get("error")
+
+
+def test_optimizations(corpus, out):
+    optimizations.main(["--quick", "--repeats", "1", "--load", "0", "--batch-seconds", "4", "--utterances", "2",
+                        "--files", "2", "--dev-hours", "0.001", "--threads", "1", "--languages", "tr",
+                        "--corpus", str(corpus), "--out", str(out)])
+    r = written(out, "optimizations")
+    assert [row["load"] for row in r["omp_wait"]] == [0] and r["omp_wait"][0]["speedup"]["median"] > 0
+    assert r["channels_last"]["loss_abs_diff"] < 1e-4  # the memory format changes no result
+    assert all(r[k]["speedup"]["median"] > 0 for k in ("channels_last", "dev_eval", "wav_write"))

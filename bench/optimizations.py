@@ -1,0 +1,355 @@
+"""Before / after of each speed change the toolkit ships, measured side by side in one run.
+
+Each "before" is the code path a change replaced, rebuilt here from the same library pieces; "after" is what the
+toolkit runs now. Every pair is interleaved round-robin and reported as the median of per-round ratios.
+
+  omp_wait         OpenMP waiting (xlingual/__init__.py sets OMP_WAIT_POLICY=PASSIVE): the tiny model's training
+                   step on 2 threads in child processes, libgomp's default (before) vs PASSIVE (after), on the idle
+                   machine and with --load busy processes competing for the cores (parallel matrix runs, other jobs)
+  feature_threads  log-mel extraction of whole utterances on all cores (before) vs one torch thread (after,
+                   features.compute_features), idle and loaded
+  channels_last    the training step with the convolutional frontend in contiguous (before) vs channels-last
+                   memory format (after, model._Subsampling); the first-step loss shows the numerics are unchanged
+  dev_eval         the per-epoch dev evaluation: a loss pass and then a greedy-decoding pass (before) vs one forward
+                   per batch serving both (after, asr.make_evaluator)
+  wav_write        writing a WAV: soundfile straight to the file (before) vs encoded in memory, one write (after,
+                   audio.save_audio)
+
+Pruned beam search (decode.py's beam_size_token) is measured by bench/decode_speed.py; the sharded feature cache
+by bench/feature_memory.py.
+
+    python -m bench.optimizations             # ~5 min
+    python -m bench.optimizations --quick     # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# torch before anything from xlingual: importing xlingual sets OMP_WAIT_POLICY, which must stay as the parent
+# process gave it (the omp_wait children measure libgomp's default against PASSIVE)
+import torch  # noqa: E402
+
+from bench import common  # noqa: E402
+
+NAME = "optimizations"
+SPIN = "while True:\n    pass\n"  # a process that keeps one core busy
+
+
+class Load:
+    """`n` busy processes for the duration of the block (n = 0: nothing)."""
+
+    def __init__(self, n: int):
+        self.n, self.procs = n, []
+
+    def __enter__(self):
+        self.procs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(self.n)]
+        time.sleep(0.2 if self.n else 0)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        return False
+
+
+def tiny_model(seed: int = 0):
+    from xlingual.config import ModelConfig
+    from xlingual.model import AcousticModel, dims_from_config
+
+    from bench.flops import N_MELS, VOCAB
+
+    torch.manual_seed(seed)
+    return AcousticModel(dims_from_config(ModelConfig(preset="tiny"), N_MELS, VOCAB))
+
+
+def step_seconds(model, batch, steps: int) -> float:
+    """Mean seconds of a training step (forward, CTC loss, backward, clip, AdamW) after one warm-up step."""
+    from bench.flops import train_step
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    train_step(model, opt, batch, False)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, opt, batch, False)
+    return (time.perf_counter() - t0) / steps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# omp_wait: child processes (the wait policy is read once, when torch loads libgomp)
+
+
+def omp_child(args) -> dict:
+    from bench.flops import make_batch
+
+    torch.set_num_threads(2)
+    batch = make_batch(args.batch_seconds)
+    model = tiny_model()
+    model.train()
+    with common.Clock(threads=2) as c:
+        secs = step_seconds(model, batch, args.steps)
+    return {"audio_per_s": args.batch_seconds / secs, "cpu_share": c.cpu_share,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+def omp_wait(args) -> list[dict]:
+    def run(policy: str | None) -> float:
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy:
+            env["OMP_WAIT_POLICY"] = policy
+        cmd = [sys.executable, "-m", "bench.optimizations", "--child", "omp", "--steps", str(args.steps),
+               "--batch-seconds", str(args.batch_seconds)]
+        out = subprocess.run(cmd, env=env, cwd=common.REPO, capture_output=True, text=True, timeout=1800)
+        if out.returncode:
+            raise RuntimeError(f"omp child failed:\n{out.stderr[-3000:]}")
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        return args.batch_seconds / res["audio_per_s"]  # step seconds: interleaved() reports it
+
+    rows = []
+    for load in dict.fromkeys((0, args.load)):
+        with Load(load):
+            t = common.interleaved({"default": lambda: run(None), "PASSIVE": lambda: run("PASSIVE")},
+                                   repeats=args.repeats, warmup=0)
+        rows.append({"load": load, "default_audio_per_s": common.stats([args.batch_seconds / s for s in t["default"]]),
+                     "passive_audio_per_s": common.stats([args.batch_seconds / s for s in t["PASSIVE"]]),
+                     "speedup": common.stats(common.ratios(t["default"], t["PASSIVE"]))})
+        print(f"omp_wait load={load}: PASSIVE x{rows[-1]['speedup']['median']:.2f}")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In-process pairs
+
+
+def feature_threads(args, wavs) -> list[dict]:
+    from xlingual.config import FeatureConfig
+    from xlingual.features import LogMel
+
+    extract = LogMel(FeatureConfig())
+    audio_s = sum(len(w) for w in wavs) / 16000
+
+    def run(threads: int):
+        def fn():
+            torch.set_num_threads(threads)
+            t0 = time.perf_counter()
+            for w in wavs:
+                extract(w)
+            return time.perf_counter() - t0
+        return fn
+
+    rows = []
+    try:
+        for load in dict.fromkeys((0, args.load)):
+            with Load(load):
+                t = common.interleaved({"all": run(os.cpu_count() or 1), "one": run(1)}, repeats=args.repeats)
+            rows.append({"load": load, "utterances": len(wavs),
+                         "all_threads_audio_per_s": common.stats([audio_s / s for s in t["all"]]),
+                         "one_thread_audio_per_s": common.stats([audio_s / s for s in t["one"]]),
+                         "speedup": common.stats(common.ratios(t["all"], t["one"]))})
+            print(f"feature_threads load={load}: one thread x{rows[-1]['speedup']['median']:.2f}")
+    finally:
+        common.set_threads(args.threads)
+    return rows
+
+
+def channels_last(args) -> dict:
+    import copy
+
+    from bench.flops import loss_of, make_batch
+
+    batch = make_batch(args.batch_seconds)
+    after = tiny_model()
+    after.train()
+    before = copy.deepcopy(after)
+    before.frontend.conv.to(memory_format=torch.contiguous_format)
+    assert after.frontend.conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        la, lb = (float(loss_of(copy.deepcopy(m).eval(), batch)) for m in (after, before))
+    t = common.interleaved({"before": lambda: step_seconds(before, batch, args.steps),
+                            "after": lambda: step_seconds(after, batch, args.steps)}, repeats=args.repeats)
+    res = {"before_audio_per_s": common.stats([args.batch_seconds / s for s in t["before"]]),
+           "after_audio_per_s": common.stats([args.batch_seconds / s for s in t["after"]]),
+           "speedup": common.stats(common.ratios(t["before"], t["after"])), "loss_abs_diff": abs(la - lb),
+           "threads": torch.get_num_threads()}
+    print(f"channels_last: x{res['speedup']['median']:.2f}")
+    return res
+
+
+def dev_eval(args, dev, work: Path) -> dict:
+    from xlingual.asr import make_evaluator, make_examples
+    from xlingual.config import FeatureConfig, ModelConfig, UnitConfig
+    from xlingual.decode import greedy_ids
+    from xlingual.features import compute_features
+    from xlingual.model import AcousticModel, dims_from_config
+    from xlingual.tokenizer import Tokenizer
+    from xlingual.train import FRAMES_PER_SECOND, bucket_batches, collate, loss_from_logits
+
+    store = compute_features(dev, work / "dev_features", FeatureConfig(), progress=False)
+    units = UnitConfig()
+    tok = Tokenizer.build(units.kind, [(u.text, u.language) for u in dev], units.spm_vocab)
+    torch.manual_seed(0)
+    model = AcousticModel(dims_from_config(ModelConfig(preset="tiny"), FeatureConfig().n_mels, tok.vocab_size)).eval()
+    after = make_evaluator(store, dev, tok)
+    examples = make_examples(dev, store, tok, strict=False)
+    frames = [e.frames for e in examples]
+    max_frames = max([int(30 * FRAMES_PER_SECOND)] + frames)
+
+    def before():
+        """Two passes over the same batches: the dev loss, then greedy decoding (what make_evaluator replaced)."""
+        with torch.no_grad():
+            batches = bucket_batches(frames, max_frames, seed=0, epoch=0)
+            total = 0.0
+            for idx in batches:
+                b = collate(store, [examples[i] for i in idx])
+                logits, lens = model(b["feats"], b["feat_lens"])
+                total += float(loss_from_logits(logits, lens, b)) * len(idx)
+            hyps = []
+            for idx in batches:
+                b = collate(store, [examples[i] for i in idx])
+                logits, lens = model(b["feats"], b["feat_lens"])
+                hyps += [tok.decode(s) for s in greedy_ids(logits, lens)]
+        return None
+
+    def one_pass():
+        with torch.no_grad():
+            after(model)
+
+    audio_s = sum(u.duration for u in dev)
+    t = common.interleaved({"before": before, "after": one_pass}, repeats=args.repeats)
+    res = {"dev_audio_s": audio_s, "before_audio_per_s": common.stats([audio_s / s for s in t["before"]]),
+           "after_audio_per_s": common.stats([audio_s / s for s in t["after"]]),
+           "speedup": common.stats(common.ratios(t["before"], t["after"]))}
+    print(f"dev_eval: x{res['speedup']['median']:.2f}")
+    return res
+
+
+def wav_write(args, wav, work: Path) -> dict:
+    import soundfile as sf
+
+    from xlingual.audio import save_audio
+
+    folder = work / "wav_write"
+    folder.mkdir(parents=True, exist_ok=True)
+    n = args.files
+
+    def before():
+        for i in range(n):
+            path = folder / f"b{i}.wav"
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            sf.write(tmp, wav, 16000, subtype="PCM_16", format="WAV")
+            os.replace(tmp, path)
+
+    def after():
+        for i in range(n):
+            save_audio(folder / f"a{i}.wav", wav)
+
+    t = common.interleaved({"before": before, "after": after}, repeats=args.repeats)
+    res = {"files": n, "seconds_per_file": len(wav) / 16000, "folder": str(folder),
+           "before_ms_per_file": common.stats([1000 * s / n for s in t["before"]]),
+           "after_ms_per_file": common.stats([1000 * s / n for s in t["after"]]),
+           "speedup": common.stats(common.ratios(t["before"], t["after"]))}
+    print(f"wav_write: x{res['speedup']['median']:.2f}")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def markdown(res: dict, args) -> str:
+    def m(s):  # median (min..max)
+        return f"{common.fmt(s['median'])} ({common.fmt(s['min'])}..{common.fmt(s['max'])})"
+
+    rows = []
+    for r in res["omp_wait"]:
+        rows.append(["OpenMP waits: libgomp default -> PASSIVE", f"training step, 2 threads, {r['load']} busy "
+                     "processes", f"{common.fmt(r['default_audio_per_s']['median'])} audio-s/s",
+                     f"{common.fmt(r['passive_audio_per_s']['median'])} audio-s/s", m(r["speedup"])])
+    for r in res["feature_threads"]:
+        rows.append(["feature extraction: all threads -> 1 thread", f"log-mel of {r['utterances']} utterances, "
+                     f"{r['load']} busy processes", f"{common.fmt(r['all_threads_audio_per_s']['median'])} audio-s/s",
+                     f"{common.fmt(r['one_thread_audio_per_s']['median'])} audio-s/s", m(r["speedup"])])
+    c = res["channels_last"]
+    rows.append(["convolutions: contiguous -> channels-last", f"training step, {c['threads']} "
+                 f"threads (loss differs by {c['loss_abs_diff']:.1e})", f"{common.fmt(c['before_audio_per_s']['median'])} "
+                 "audio-s/s", f"{common.fmt(c['after_audio_per_s']['median'])} audio-s/s", m(c["speedup"])])
+    d = res["dev_eval"]
+    rows.append(["dev evaluation: two passes -> one", f"{d['dev_audio_s'] / 60:.1f} min of dev audio, random tiny "
+                 "model", f"{common.fmt(d['before_audio_per_s']['median'])} audio-s/s",
+                 f"{common.fmt(d['after_audio_per_s']['median'])} audio-s/s", m(d["speedup"])])
+    w = res["wav_write"]
+    rows.append(["WAV writes: to the file -> in memory, one write", f"{w['files']} files of "
+                 f"{w['seconds_per_file']:.1f} s under exp/bench", f"{common.fmt(w['before_ms_per_file']['median'])} "
+                 "ms/file", f"{common.fmt(w['after_ms_per_file']['median'])} ms/file", m(w["speedup"])])
+    return (f"Median of {args.repeats} interleaved rounds; speed-up = before time / after time of the same round, "
+            "median (min..max). Busy processes: Python loops, one core each, started for the loaded rows.\n\n"
+            + common.md_table(["change", "measured on", "before", "after", "speed-up"], rows))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 step, 2 rounds, few files")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; --quick 2)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per timing (default 4; --quick 1)")
+    p.add_argument("--batch-seconds", type=float, default=60.0, help="audio per training batch (as the recipes)")
+    p.add_argument("--load", type=int, default=2, help="busy processes in the loaded rows (default: one per core)")
+    p.add_argument("--utterances", type=int, default=None, help="feature extraction (default 100; --quick 10)")
+    p.add_argument("--files", type=int, default=None, help="WAV writes per timing (default 200; --quick 10)")
+    p.add_argument("--threads", type=int, default=0, help="threads of the in-process pairs (0: all cores)")
+    p.add_argument("--dev-hours", type=float, default=None, help="dev set of dev_eval (default 0.2; --quick 0.01)")
+    p.add_argument("--languages", nargs="+", default=list(common.BENCH_LANGUAGES))
+    p.add_argument("--corpus", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--child", choices=["omp"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    q = args.quick
+    args.repeats = args.repeats or (2 if q else 5)
+    args.steps = args.steps or (1 if q else 4)
+    args.utterances = args.utterances or (10 if q else 100)
+    args.files = args.files or (10 if q else 200)
+    args.dev_hours = args.dev_hours or (0.01 if q else 0.2)
+    if q:
+        args.batch_seconds = min(args.batch_seconds, 8.0)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.child == "omp":
+        print(json.dumps(omp_child(args)))
+        return {}
+    from xlingual.audio import load_audio
+
+    head = common.header("bench.optimizations", argv)
+    common.set_threads(args.threads)
+    languages = tuple(args.languages)
+    dev = common.train_utterances(args.dev_hours, languages, args.corpus, split="dev")
+    # utterances for feature extraction: an equal share of each language (about 5 s each), the first N
+    train = common.train_utterances(args.utterances * 5 / 3600 * 1.2, languages, args.corpus)[:args.utterances]
+    wavs = [load_audio(u.audio) for u in train]
+    common.WORK_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="optimizations-", dir=common.WORK_DIR))
+    try:
+        res = {"omp_wait": omp_wait(args), "feature_threads": feature_threads(args, wavs),
+               "channels_last": channels_last(args), "dev_eval": dev_eval(args, dev, work),
+               "wav_write": wav_write(args, wavs[0], work)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    common.write_results(NAME, head, res, markdown(res, args), common.results_dir(args.out, args.quick),
+                         title="Before / after of each speed change")
+    return res
+
+
+if __name__ == "__main__":
+    main()
