@@ -44,6 +44,7 @@ import torch  # noqa: E402
 from bench import common  # noqa: E402
 
 NAME = "optimizations"
+PARTS = ("omp_wait", "feature_threads", "channels_last", "dev_eval", "wav_write")
 SPIN = "while True:\n    pass\n"  # a process that keeps one core busy
 
 
@@ -104,11 +105,20 @@ def omp_child(args) -> dict:
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
+def _parse_policy(spec: str) -> dict[str, str]:
+    """'default' -> {} (libgomp's own defaults); 'PASSIVE' -> OMP_WAIT_POLICY=PASSIVE; 'K=V,K2=V2' -> as given."""
+    if spec == "default":
+        return {}
+    if "=" not in spec:
+        return {"OMP_WAIT_POLICY": spec}
+    return dict(kv.split("=", 1) for kv in spec.split(","))
+
+
 def omp_wait(args) -> list[dict]:
-    def run(policy: str | None) -> float:
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        if policy:
-            env["OMP_WAIT_POLICY"] = policy
+    """Training-step speed under each OpenMP setting of --omp (the first is the baseline), idle and loaded."""
+    def run(policy: dict) -> float:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        env.update(policy)
         cmd = [sys.executable, "-m", "bench.optimizations", "--child", "omp", "--steps", str(args.steps),
                "--batch-seconds", str(args.batch_seconds)]
         out = subprocess.run(cmd, env=env, cwd=common.REPO, capture_output=True, text=True, timeout=1800)
@@ -117,15 +127,18 @@ def omp_wait(args) -> list[dict]:
         res = json.loads(out.stdout.strip().splitlines()[-1])
         return args.batch_seconds / res["audio_per_s"]  # step seconds: interleaved() reports it
 
+    policies = {spec: _parse_policy(spec) for spec in args.omp}
+    base = args.omp[0]
     rows = []
     for load in dict.fromkeys((0, args.load)):
         with Load(load):
-            t = common.interleaved({"default": lambda: run(None), "PASSIVE": lambda: run("PASSIVE")},
+            t = common.interleaved({spec: (lambda p=p: run(p)) for spec, p in policies.items()},
                                    repeats=args.repeats, warmup=0)
-        rows.append({"load": load, "default_audio_per_s": common.stats([args.batch_seconds / s for s in t["default"]]),
-                     "passive_audio_per_s": common.stats([args.batch_seconds / s for s in t["PASSIVE"]]),
-                     "speedup": common.stats(common.ratios(t["default"], t["PASSIVE"]))})
-        print(f"omp_wait load={load}: PASSIVE x{rows[-1]['speedup']['median']:.2f}")
+        for spec in args.omp:
+            rows.append({"load": load, "setting": spec, "baseline": base,
+                         "audio_per_s": common.stats([args.batch_seconds / x for x in t[spec]]),
+                         "speedup": common.stats(common.ratios(t[base], t[spec]))})
+            print(f"omp_wait load={load} {spec}: x{rows[-1]['speedup']['median']:.2f} vs {base}")
     return rows
 
 
@@ -272,26 +285,32 @@ def markdown(res: dict, args) -> str:
         return f"{common.fmt(s['median'])} ({common.fmt(s['min'])}..{common.fmt(s['max'])})"
 
     rows = []
-    for r in res["omp_wait"]:
-        rows.append(["OpenMP waits: libgomp default -> PASSIVE", f"training step, 2 threads, {r['load']} busy "
-                     "processes", f"{common.fmt(r['default_audio_per_s']['median'])} audio-s/s",
-                     f"{common.fmt(r['passive_audio_per_s']['median'])} audio-s/s", m(r["speedup"])])
-    for r in res["feature_threads"]:
+    audio = {(r["load"], r["setting"]): r["audio_per_s"]["median"] for r in res.get("omp_wait", [])}
+    for r in res.get("omp_wait", []):
+        if r["setting"] == r["baseline"]:
+            continue
+        rows.append([f"OpenMP: {r['baseline']} -> {r['setting']}", f"training step, 2 threads, {r['load']} busy "
+                     "processes", f"{common.fmt(audio[(r['load'], r['baseline'])])} audio-s/s",
+                     f"{common.fmt(r['audio_per_s']['median'])} audio-s/s", m(r["speedup"])])
+    for r in res.get("feature_threads", []):
         rows.append(["feature extraction: all threads -> 1 thread", f"log-mel of {r['utterances']} utterances, "
                      f"{r['load']} busy processes", f"{common.fmt(r['all_threads_audio_per_s']['median'])} audio-s/s",
                      f"{common.fmt(r['one_thread_audio_per_s']['median'])} audio-s/s", m(r["speedup"])])
-    c = res["channels_last"]
-    rows.append(["convolutions: contiguous -> channels-last", f"training step, {c['threads']} "
-                 f"threads (loss differs by {c['loss_abs_diff']:.1e})", f"{common.fmt(c['before_audio_per_s']['median'])} "
-                 "audio-s/s", f"{common.fmt(c['after_audio_per_s']['median'])} audio-s/s", m(c["speedup"])])
-    d = res["dev_eval"]
-    rows.append(["dev evaluation: two passes -> one", f"{d['dev_audio_s'] / 60:.1f} min of dev audio, random tiny "
-                 "model", f"{common.fmt(d['before_audio_per_s']['median'])} audio-s/s",
-                 f"{common.fmt(d['after_audio_per_s']['median'])} audio-s/s", m(d["speedup"])])
-    w = res["wav_write"]
-    rows.append(["WAV writes: to the file -> in memory, one write", f"{w['files']} files of "
-                 f"{w['seconds_per_file']:.1f} s under exp/bench", f"{common.fmt(w['before_ms_per_file']['median'])} "
-                 "ms/file", f"{common.fmt(w['after_ms_per_file']['median'])} ms/file", m(w["speedup"])])
+    if "channels_last" in res:
+        c = res["channels_last"]
+        rows.append(["convolutions: contiguous -> channels-last", f"training step, {c['threads']} "
+                     f"threads (loss differs by {c['loss_abs_diff']:.1e})", f"{common.fmt(c['before_audio_per_s']['median'])} "
+                     "audio-s/s", f"{common.fmt(c['after_audio_per_s']['median'])} audio-s/s", m(c["speedup"])])
+    if "dev_eval" in res:
+        d = res["dev_eval"]
+        rows.append(["dev evaluation: two passes -> one", f"{d['dev_audio_s'] / 60:.1f} min of dev audio, random tiny "
+                     "model", f"{common.fmt(d['before_audio_per_s']['median'])} audio-s/s",
+                     f"{common.fmt(d['after_audio_per_s']['median'])} audio-s/s", m(d["speedup"])])
+    if "wav_write" in res:
+        w = res["wav_write"]
+        rows.append(["WAV writes: to the file -> in memory, one write", f"{w['files']} files of "
+                     f"{w['seconds_per_file']:.1f} s under exp/bench", f"{common.fmt(w['before_ms_per_file']['median'])} "
+                     "ms/file", f"{common.fmt(w['after_ms_per_file']['median'])} ms/file", m(w["speedup"])])
     return (f"Median of {args.repeats} interleaved rounds; speed-up = before time / after time of the same round, "
             "median (min..max). Busy processes: Python loops, one core each, started for the loaded rows.\n\n"
             + common.md_table(["change", "measured on", "before", "after", "speed-up"], rows))
@@ -311,6 +330,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--languages", nargs="+", default=list(common.BENCH_LANGUAGES))
     p.add_argument("--corpus", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--omp", nargs="+", default=["default", "PASSIVE"],
+                   help="OpenMP settings of the omp_wait rows, the first the baseline: 'default' (libgomp's own), "
+                   "a wait policy ('PASSIVE'), or variables 'GOMP_SPINCOUNT=10000,OMP_WAIT_POLICY=ACTIVE'")
+    p.add_argument("--skip", nargs="+", default=[], choices=PARTS, help="parts not to run")
     p.add_argument("--child", choices=["omp"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     q = args.quick
@@ -340,10 +363,11 @@ def main(argv=None) -> dict:
     wavs = [load_audio(u.audio) for u in train]
     common.WORK_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="optimizations-", dir=common.WORK_DIR))
+    parts = {"omp_wait": lambda: omp_wait(args), "feature_threads": lambda: feature_threads(args, wavs),
+             "channels_last": lambda: channels_last(args), "dev_eval": lambda: dev_eval(args, dev, work),
+             "wav_write": lambda: wav_write(args, wavs[0], work)}
     try:
-        res = {"omp_wait": omp_wait(args), "feature_threads": feature_threads(args, wavs),
-               "channels_last": channels_last(args), "dev_eval": dev_eval(args, dev, work),
-               "wav_write": wav_write(args, wavs[0], work)}
+        res = {name: fn() for name, fn in parts.items() if name not in args.skip}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     common.write_results(NAME, head, res, markdown(res, args), common.results_dir(args.out, args.quick),

@@ -98,6 +98,26 @@ def test_optimizations(corpus, out):
                         "--files", "2", "--dev-hours", "0.001", "--threads", "1", "--languages", "tr",
                         "--corpus", str(corpus), "--out", str(out)])
     r = written(out, "optimizations")
-    assert [row["load"] for row in r["omp_wait"]] == [0] and r["omp_wait"][0]["speedup"]["median"] > 0
+    assert [(row["load"], row["setting"]) for row in r["omp_wait"]] == [(0, "default"), (0, "PASSIVE")]
+    assert r["omp_wait"][0]["speedup"]["median"] == 1 and r["omp_wait"][1]["speedup"]["median"] > 0
     assert r["channels_last"]["loss_abs_diff"] < 1e-4  # the memory format changes no result
     assert all(r[k]["speedup"]["median"] > 0 for k in ("channels_last", "dev_eval", "wav_write"))
+
+
+def test_ranking_cost_row_seconds(tmp_path):
+    runs = tmp_path / "runs.csv"
+    runs.write_text(
+        "name,kind,language,hours,seed,source,label,test_wer,test_cer,best_dev_wer,epochs,steps,wall_seconds\n"
+        "scratch/bn-1h/seed0,scratch,bn,1.0,0,,main,50,9,60,20,100,600\n"
+        "scratch/tr-1h/seed0,scratch,tr,1.0,0,,main,50,9,60,20,100,600\n"
+        "scratch/bn-10min/seed0,scratch,bn,0.1667,0,,main,80,20,85,40,80,200\n"
+        "scratch/bn-10min/seed1,scratch,bn,0.1667,1,,main,82,21,86,40,80,220\n"
+        "scratch/tr-10min/seed0,scratch,tr,0.1667,0,,main,80,20,85,40,80,210\n"
+        "adapt/bn-1h_to_bn-10min/main/seed0,adapt,bn,0.1667,0,scratch/bn-1h/seed0,main,60,10,70,30,60,150\n"
+        "adapt/tr-1h_to_bn-10min/main/seed0,adapt,bn,0.1667,0,scratch/tr-1h/seed0,main,70,12,75,30,60,160\n"
+        "adapt/tr-1h_to_bn-10min/head/seed0,adapt,bn,0.1667,0,scratch/tr-1h/seed0,head,90,30,95,30,60,60\n"
+        "adapt/tr-10min_to_bn-10min/main/seed0,adapt,bn,0.1667,0,scratch/tr-10min/seed0,main,85,25,90,30,60,140\n")
+    from bench.ranking_cost import row_seconds
+
+    # bn: mean baseline (200, 220) + the main cells from the 1 h sources (not the head variant, not the 10 min source)
+    assert row_seconds(runs) == {"bn": {"baseline_s": 210.0, "cells_s": {"bn": 150.0, "tr": 160.0}, "row_s": 520.0}}
