@@ -23,6 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import xlingual  # noqa: F401  (first: its OpenMP setting must be in place when torch loads libgomp)
 import torch
 
 from bench import common
@@ -50,19 +51,15 @@ def forward_all(model, batches: list[dict]) -> list[tuple[torch.Tensor, torch.Te
 
 
 def pruned_search(tok, beam_size: int, beam_size_token: int) -> BeamSearch:
-    """A BeamSearch that considers only the `beam_size_token` best units per frame (flashlight's
-    beam_size_token; BeamSearch leaves it at the whole unit set): a candidate speed-up, checked for equal output."""
-    import inspect
-
-    if "beam_size_token" in inspect.signature(BeamSearch).parameters:  # once decode.py offers it
-        return BeamSearch(tok, beam_size, beam_size_token=beam_size_token)
+    """A BeamSearch that expands the `beam_size_token` best units per frame (flashlight's beam_size_token), where
+    decode.BeamSearch expands 8; 0 = every unit, the search before that pruning shipped. Checked for equal output."""
     from torchaudio.models.decoder import ctc_decoder
 
     from xlingual.tokenizer import BLANK, WORD_SEP
 
     search = BeamSearch(tok, beam_size)
     search.decoder = ctc_decoder(lexicon=None, tokens=list(tok.units), lm=None, beam_size=beam_size,
-                                 beam_size_token=beam_size_token, blank_token=BLANK, sil_token=WORD_SEP, nbest=1,
+                                 beam_size_token=beam_size_token or len(tok.units), blank_token=BLANK, sil_token=WORD_SEP, nbest=1,
                                  log_add=True)
     return search
 
@@ -78,10 +75,10 @@ def agreement(model, batches_logits, a: BeamSearch, b: BeamSearch) -> float:
 
 
 def measure(model, tok, store, ids: list[str], audio: float, batch_sizes: list[float], beam_sizes: list[int],
-            repeats: int, token_beam: int = 0) -> list[dict]:
+            repeats: int, token_beam: int | None = 0) -> list[dict]:
     fns, meta = {}, {}
     searches = {b: BeamSearch(tok, b) for b in beam_sizes}
-    pruned = {b: pruned_search(tok, b, token_beam) for b in beam_sizes} if token_beam else {}
+    pruned = {b: pruned_search(tok, b, token_beam) for b in beam_sizes} if token_beam is not None else {}
     for mbs in batch_sizes:
         batches = batches_for(store, ids, mbs)
         logits = forward_all(model, batches)
@@ -99,7 +96,7 @@ def measure(model, tok, store, ids: list[str], audio: float, batch_sizes: list[f
                 model, store, ids, tok, DecodeConfig("beam", beam_size=b, max_batch_seconds=m)))
             fns[f"{key}|beam{b}|search"] = lambda lg=logits, s=searches[b]: [s(x, n) for x, n in lg]
             if b in pruned:
-                name = f"{key}|beam{b} token_beam={token_beam}|search"
+                name = f"{key}|beam{b} token_beam={token_beam or 'all'}|search"
                 fns[name] = lambda lg=logits, s=pruned[b]: [s(x, n) for x, n in lg]
                 meta[f"agree:{name}"] = agreement(model, logits, searches[b], pruned[b])
     shares: dict[str, list[float]] = {}
@@ -127,8 +124,9 @@ def markdown(res: dict) -> str:
                      r["same_output_as_default_beam"]])
     text += common.md_table(["max batch s", "mean batch size", "padding", "method", "part", "audio-s/s (median)",
                              "min..max", "CPU share", "same output as default beam"], rows)
-    text += ("\ntoken_beam: the candidate pruning (flashlight's beam_size_token: only the best N units per frame are "
-             "expanded); 'same output' is the share of utterances whose hypothesis equals the default beam's.\n")
+    text += ("\nbeamN: xlingual's beam search, which expands the 8 best units per frame (flashlight's "
+             "beam_size_token); token_beam=all: every unit expanded, the search before that pruning shipped "
+             "(token_beam=N: N units); 'same output' is the share of utterances whose hypothesis equals beamN's.\n")
     return text
 
 
@@ -142,8 +140,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-seconds", type=float, nargs="+", default=None,
                    help="DecodeConfig.max_batch_seconds values (default 5 30 300: nearly unbatched .. the default)")
     p.add_argument("--beams", type=int, nargs="+", default=None, help="beam sizes (default 4 16)")
-    p.add_argument("--token-beam", type=int, default=8,
-                   help="also time beam search with beam_size_token=N (0: skip); reports agreement with the default")
+    p.add_argument("--token-beam", type=int, default=0,
+                   help="also time beam search expanding N units per frame (default 0: every unit, the search "
+                   "before pruning shipped; -1: skip); reports agreement with xlingual's search")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 5; --quick 2)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--languages", nargs="+", default=list(common.BENCH_LANGUAGES))
@@ -175,7 +174,8 @@ def main(argv=None) -> dict:
     ids = [u.id for u in utts]
     audio = sum(store.num_frames(i) for i in ids) / FRAMES_PER_SECOND
     t0 = time.perf_counter()
-    rows = measure(model, tok, store, ids, audio, args.batch_seconds, args.beams, args.repeats, args.token_beam)
+    rows = measure(model, tok, store, ids, audio, args.batch_seconds, args.beams, args.repeats,
+                   None if args.token_beam < 0 else args.token_beam)
     res = {"setup": {"model": model_name, "utterances": len(ids), "audio_seconds": audio, "split": args.split,
                      "languages": args.languages, "threads": threads, "repeats": args.repeats,
                      "wall_seconds": time.perf_counter() - t0}, "rows": rows}
