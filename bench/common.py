@@ -86,16 +86,8 @@ def machine() -> dict:
         "memory_gb": round(mem_gb, 1), "platform": platform.platform(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         # OpenMP settings change multi-thread speed a lot when other processes compete for the cores
-        "env": _thread_env(),
+        "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
     }
-
-
-def _thread_env() -> dict:
-    """The OpenMP/MKL variables, as in effect: a PASSIVE that xlingual set after torch had loaded libgomp is not."""
-    env = {k: os.environ[k] for k in THREAD_ENV if k in os.environ}
-    if getattr(sys.modules.get("xlingual"), "OMP_SET_TOO_LATE", False):
-        env["OMP_WAIT_POLICY"] = "libgomp default (xlingual's PASSIVE came after torch was imported)"
-    return env
 
 
 def versions() -> dict:

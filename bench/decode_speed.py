@@ -23,7 +23,6 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import xlingual  # noqa: F401  (first: its OpenMP setting must be in place when torch loads libgomp)
 import torch
 
 from bench import common

@@ -3,9 +3,9 @@
 Each "before" is the code path a change replaced, rebuilt here from the same library pieces; "after" is what the
 toolkit runs now. Every pair is interleaved round-robin and reported as the median of per-round ratios.
 
-  omp_wait         OpenMP waiting (xlingual/__init__.py sets OMP_WAIT_POLICY=PASSIVE): the tiny model's training
-                   step on 2 threads in child processes, libgomp's default (before) vs PASSIVE (after), on the idle
-                   machine and with --load busy processes competing for the cores (parallel matrix runs, other jobs)
+  omp_wait         OpenMP waiting (see xlingual/__init__.py): the tiny model's training step on 2 threads in child
+                   processes under each --omp setting (default: libgomp's own, then PASSIVE), on the idle machine and
+                   with --load busy processes competing for the cores (other jobs, oversubscribed parallel runs)
   feature_threads  log-mel extraction of whole utterances on all cores (before) vs one torch thread (after,
                    features.compute_features), idle and loaded
   channels_last    the training step with the convolutional frontend in contiguous (before) vs channels-last
@@ -37,8 +37,6 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# torch before anything from xlingual: importing xlingual sets OMP_WAIT_POLICY, which must stay as the parent
-# process gave it (the omp_wait children measure libgomp's default against PASSIVE)
 import torch  # noqa: E402
 
 from bench import common  # noqa: E402

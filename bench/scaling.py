@@ -41,8 +41,7 @@ MATRIX_LANGUAGES = (2, 4, 8, 16)
 
 
 def child(args) -> dict:
-    import xlingual  # noqa: F401  (first: its OpenMP setting must be in place when torch loads libgomp)
-    import torch
+        import torch
 
     from xlingual.config import FeatureConfig
 

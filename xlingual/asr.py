@@ -75,8 +75,8 @@ def make_evaluator(store: FeatureStore, dev: list[Utterance], tokenizer: Tokeniz
     max_frames = max([int(DecodeConfig().max_batch_seconds * FRAMES_PER_SECOND)] + frames)
 
     def evaluate(model: torch.nn.Module) -> dict:
-        # one forward per length-bucketed batch serves both the dev loss and greedy decoding (1.9x faster than
-        # two passes, bench/README.md)
+        # one forward per length-bucketed batch serves both the dev loss and greedy decoding (1.3x faster than
+        # two passes, results/bench/optimizations.md)
         device = next(model.parameters()).device
         total, hyps = 0.0, {}
         for idx in bucket_batches(frames, max_frames, seed=0, epoch=0):

@@ -125,8 +125,9 @@ def compute_features(utts: list[Utterance], cache_dir: str | Path, cfg: FeatureC
         return FeatureStore(folder)
     folder.mkdir(parents=True, exist_ok=True)
     extract = LogMel(cfg)
-    # One thread: a single utterance's STFT is too small to split, and with the cores busy (parallel matrix
-    # cells) intra-op threads spin-wait: measured 2 ms vs 99 ms per 2.5 s utterance on this 2-core machine.
+    # One thread: a single utterance's STFT is too small to split well, and with the cores busy (parallel matrix
+    # cells) intra-op threads wait on each other: 2.4x faster (up to 19x) with one busy process per core, 1.5x
+    # slower on an idle machine (results/bench/optimizations.md), where extraction is seconds against training.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
