@@ -85,6 +85,12 @@ def time_query(lid: Path, target: Path, repeats: int) -> dict:
             "hours": result.hours}
 
 
+def _shown(path: str) -> str:
+    """A path relative to the repository when it lies inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(common.REPO)) if p.is_relative_to(common.REPO) else str(p)
+
+
 def markdown(res: dict) -> str:
     q, rows = res["query"], res["rows"]
     cli = q["cli_s"]["median"]
@@ -93,7 +99,7 @@ def markdown(res: dict) -> str:
              f"{q['cli_s']['n']}; {common.fmt(q['cli_s']['min'])}..{common.fmt(q['cli_s']['max'])}), of which "
              f"scoring {common.fmt(q['cli_reported_s']['median'])} s; in a warm process "
              f"{common.fmt(q['warm_s']['median'])} s.\n",
-             f"Matrix rows ({res['runs_csv']}): the target's from-scratch baseline plus one adaptation from each "
+             f"Matrix rows ({_shown(res['runs_csv'])}): the target's from-scratch baseline plus one adaptation from each "
              "source, wall seconds as that matrix recorded them.\n"]
     table = [[t, r["baseline_s"], sum(r["cells_s"].values()), len(r["cells_s"]), r["row_s"], r["row_s"] / cli,
               r["row_s"] / q["warm_s"]["median"]] for t, r in rows.items()]

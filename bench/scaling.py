@@ -41,7 +41,7 @@ MATRIX_LANGUAGES = (2, 4, 8, 16)
 
 
 def child(args) -> dict:
-        import torch
+    import torch
 
     from xlingual.config import FeatureConfig
 
@@ -113,7 +113,8 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 def matrix_runs(n_languages: int, core: bool) -> list[dict]:
     """The runs of a matrix over `n_languages` (sources = targets), with the recipe's budgets and epochs:
-    [{"kind", "hours", "epochs"}]. core=True drops the extra tables (data size, variants, layer sweep)."""
+    [{"kind", "hours", "epochs"}]. core=True drops the extra tables (data size, variants, layer sweep) and the
+    baselines' extra seeds."""
     from xlingual.config import MatrixConfig, load_config
     from xlingual.matrix import plan_cells
 
@@ -121,7 +122,7 @@ def matrix_runs(n_languages: int, core: bool) -> list[dict]:
     langs = [f"l{i}" for i in range(n_languages)]
     cfg.sources, cfg.targets = langs, list(langs)
     if core:
-        cfg.size_pairs, cfg.variants, cfg.layer_sweep = [], {}, []
+        cfg.size_pairs, cfg.variants, cfg.layer_sweep, cfg.baseline_seeds = [], {}, [], []
     else:  # the recipe's extra tables name bn/as/th/tr: map them onto the first four stand-in languages
         names = dict(zip(("bn", "as", "th", "tr"), langs))
         keep = lambda pairs: [(names[s], names[t]) for s, t in pairs if s in names and t in names]  # noqa: E731
@@ -192,7 +193,7 @@ def markdown(res: dict) -> str:
                                  "total h"], rows)
         text += ("\ncore = L sources pre-trained at the large budget + L small-budget baselines + L x L adaptation "
                  "cells; recipe = recipes/synthetic/matrix.yaml with its data-size, variant and layer-sweep "
-                 "tables. Cost = sum over runs of epochs x (a + b x hours).\n")
+                 "tables and its baselines at 3 seeds. Cost = sum over runs of epochs x (a + b x hours).\n")
     if m.get("error"):
         text += f"\nMatrix cost model unavailable: {m['error']}\n"
     if res.get("complexity"):
@@ -213,9 +214,17 @@ def complexity_note(res: dict) -> str:
     # per-language linear cost c1 and per-pair cost c2: total(L) = c1 L + c2 L^2
     c1, c2 = lin / n, quad / n ** 2
     cross = c1 / c2 if c2 else float("inf")
-    return (f"Complexity: training cost is linear in corpus hours (one epoch = a + b x hours; memory: feature "
-            f"extraction holds all features in RAM twice while concatenating, so its peak RSS grows linearly with "
-            f"the corpus; training reads a memory map, whose touched pages count in RSS). The matrix costs "
+    sizes = res.get("sizes") or []
+    memory = ""
+    if len(sizes) >= 2:
+        a, b = sizes[0], sizes[-1]
+        memory = (f"; memory: feature extraction writes shards of bounded size, so its peak RSS stays nearly flat "
+                  f"({a['features']['peak_rss_mb']:.0f} -> {b['features']['peak_rss_mb']:.0f} MiB from {a['hours']:g} "
+                  f"to {b['hours']:g} h); training reads the features as a memory map whose touched pages count in "
+                  f"RSS (page cache, given back under memory pressure), so its RSS grows by about the feature size "
+                  f"({a['train']['peak_rss_mb']:.0f} -> {b['train']['peak_rss_mb']:.0f} MiB)")
+    return (f"Complexity: training cost is linear in corpus hours (one epoch = a + b x hours{memory}). "
+            f"The matrix costs "
             f"c1 L + c2 L^2 with c1 = {c1 / 3600:.3g} h per language (from-scratch runs) and c2 = "
             f"{c2 / 3600:.3g} h per (source, target) cell: quadratic, the L^2 adaptation grid overtakes the "
             f"linear part from L > {cross:.2g}; at L = {last['languages']} the grid is "

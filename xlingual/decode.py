@@ -34,7 +34,7 @@ class BeamSearch:
 
         self.tokenizer = tokenizer
         self.decoder = ctc_decoder(lexicon=None, tokens=list(tokenizer.units), lm=None, beam_size=beam_size,
-                                   # the 8 best units per frame: a 5-7x faster search with the same output as
+                                   # the 8 best units per frame: a 5-8x faster search with the same output as
                                    # expanding every unit (results/bench/decode_speed.md)
                                    beam_size_token=min(8, len(tokenizer.units)),
                                    blank_token=BLANK, sil_token=WORD_SEP, nbest=1, log_add=True)
