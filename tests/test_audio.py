@@ -124,3 +124,29 @@ def test_save_audio_round_trip(tmp_path):
     save_audio(tmp_path / "sub" / "x.wav", x)
     np.testing.assert_allclose(load_audio(tmp_path / "sub" / "x.wav"), x, atol=1e-4)
     assert not list((tmp_path / "sub").glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("stage", ["write", "rename"])
+def test_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch, stage):
+    import errno
+    import os
+    from pathlib import Path
+
+    from xlingual import fileio
+    from xlingual.fileio import WriteError
+
+    path = tmp_path / "a.wav"
+    save_audio(path, np.zeros(1600, dtype=np.float32))
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if stage == "write":
+        monkeypatch.setattr(Path, "write_bytes", fail)
+    else:
+        monkeypatch.setattr(fileio.os, "replace", fail)
+    with pytest.raises(WriteError, match="a.wav.*disk is full"):
+        save_audio(path, np.ones(1600, dtype=np.float32) * 0.1)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["a.wav"]

@@ -125,6 +125,24 @@ def test_figures_and_learning_curves(report):
     assert runs[0][:3] == ["name", "kind", "language"] and len(runs) == 1 + 12
 
 
+def test_a_figure_that_fails_to_write_leaves_the_previous_one(report, monkeypatch):
+    import matplotlib.figure
+
+    png = report / "wer_matrix.png"
+    before = png.read_bytes()
+
+    def fail(self, fname, **kw):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")  # a writer interrupted after its first bytes
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail)
+    with pytest.raises(OSError, match="wer_matrix.png"):
+        write_report(report.parent)
+    assert png.read_bytes() == before
+    assert not [p for p in report.iterdir() if ".tmp" in p.name]
+
+
 def test_missing_and_stale_runs_are_empty_cells(tmp_path):
     make_matrix(tmp_path, skip={"adapt/tr-all_to_bn-10.8s/main/seed0"})
     stale = tmp_path / "adapt/bn-all_to_tr-10.8s/main/seed0/results.json"

@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fileio import read_json, write_text
+from .fileio import atomic_path, read_json, write_text
 
 PLAN_FILE = "cells.json"  # written by matrix.run_matrix
 RESULTS_FILE = "results.json"
@@ -374,8 +374,16 @@ def heatmap(table: Table, path: Path, cmap: str = "viridis_r", diverging: bool =
     ax.set_title(table.title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically (a kill leaves the old figure or the new one), then close it."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        _pyplot().close(fig)
 
 
 def _outline():
@@ -409,8 +417,7 @@ def learning_curves(res: Results, out_dir: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         path = out_dir / f"curves_{t}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path)
         paths.append(path)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -438,8 +445,7 @@ def sweep_plot(table: Table, path: Path) -> None:
     if ax.lines:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
