@@ -58,8 +58,8 @@ def pruned_search(tok, beam_size: int, beam_size_token: int) -> BeamSearch:
 
     search = BeamSearch(tok, beam_size)
     search.decoder = ctc_decoder(lexicon=None, tokens=list(tok.units), lm=None, beam_size=beam_size,
-                                 beam_size_token=beam_size_token or len(tok.units), blank_token=BLANK, sil_token=WORD_SEP, nbest=1,
-                                 log_add=True)
+                                 beam_size_token=beam_size_token or len(tok.units), blank_token=BLANK,
+                                 sil_token=WORD_SEP, nbest=1, log_add=True)
     return search
 
 

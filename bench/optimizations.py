@@ -283,32 +283,30 @@ def markdown(res: dict, args) -> str:
         return f"{common.fmt(s['median'])} ({common.fmt(s['min'])}..{common.fmt(s['max'])})"
 
     rows = []
+
+    def row(change: str, on: str, before: float, after: float, unit: str, speedup: dict) -> None:
+        rows.append([change, on, f"{common.fmt(before)} {unit}", f"{common.fmt(after)} {unit}", m(speedup)])
+
     audio = {(r["load"], r["setting"]): r["audio_per_s"]["median"] for r in res.get("omp_wait", [])}
     for r in res.get("omp_wait", []):
-        if r["setting"] == r["baseline"]:
-            continue
-        rows.append([f"OpenMP: {r['baseline']} -> {r['setting']}", f"training step, 2 threads, {r['load']} busy "
-                     "processes", f"{common.fmt(audio[(r['load'], r['baseline'])])} audio-s/s",
-                     f"{common.fmt(r['audio_per_s']['median'])} audio-s/s", m(r["speedup"])])
+        if r["setting"] != r["baseline"]:
+            row(f"OpenMP: {r['baseline']} -> {r['setting']}", f"training step, 2 threads, {r['load']} busy processes",
+                audio[(r["load"], r["baseline"])], r["audio_per_s"]["median"], "audio-s/s", r["speedup"])
     for r in res.get("feature_threads", []):
-        rows.append(["feature extraction: all threads -> 1 thread", f"log-mel of {r['utterances']} utterances, "
-                     f"{r['load']} busy processes", f"{common.fmt(r['all_threads_audio_per_s']['median'])} audio-s/s",
-                     f"{common.fmt(r['one_thread_audio_per_s']['median'])} audio-s/s", m(r["speedup"])])
-    if "channels_last" in res:
-        c = res["channels_last"]
-        rows.append(["convolutions: contiguous -> channels-last", f"training step, {c['threads']} "
-                     f"threads (loss differs by {c['loss_abs_diff']:.1e})", f"{common.fmt(c['before_audio_per_s']['median'])} "
-                     "audio-s/s", f"{common.fmt(c['after_audio_per_s']['median'])} audio-s/s", m(c["speedup"])])
-    if "dev_eval" in res:
-        d = res["dev_eval"]
-        rows.append(["dev evaluation: two passes -> one", f"{d['dev_audio_s'] / 60:.1f} min of dev audio, random tiny "
-                     "model", f"{common.fmt(d['before_audio_per_s']['median'])} audio-s/s",
-                     f"{common.fmt(d['after_audio_per_s']['median'])} audio-s/s", m(d["speedup"])])
-    if "wav_write" in res:
-        w = res["wav_write"]
-        rows.append(["WAV writes: to the file -> in memory, one write", f"{w['files']} files of "
-                     f"{w['seconds_per_file']:.1f} s under exp/bench", f"{common.fmt(w['before_ms_per_file']['median'])} "
-                     "ms/file", f"{common.fmt(w['after_ms_per_file']['median'])} ms/file", m(w["speedup"])])
+        row("feature extraction: all threads -> 1 thread", f"log-mel of {r['utterances']} utterances, {r['load']} "
+            "busy processes", r["all_threads_audio_per_s"]["median"], r["one_thread_audio_per_s"]["median"],
+            "audio-s/s", r["speedup"])
+    pairs = {"channels_last": ("convolutions: contiguous -> channels-last", "audio_per_s", "audio-s/s",
+                               lambda c: f"training step, {c['threads']} threads (loss differs by "
+                                         f"{c['loss_abs_diff']:.1e})"),
+             "dev_eval": ("dev evaluation: two passes -> one", "audio_per_s", "audio-s/s",
+                          lambda d: f"{d['dev_audio_s'] / 60:.1f} min of dev audio, random tiny model"),
+             "wav_write": ("WAV writes: to the file -> in memory, one write", "ms_per_file", "ms/file",
+                           lambda w: f"{w['files']} files of {w['seconds_per_file']:.1f} s under exp/bench")}
+    for part, (change, key, unit, on) in pairs.items():
+        if part in res:
+            r = res[part]
+            row(change, on(r), r[f"before_{key}"]["median"], r[f"after_{key}"]["median"], unit, r["speedup"])
     return (f"Median of {args.repeats} interleaved rounds; speed-up = before time / after time of the same round, "
             "median (min..max). Busy processes: Python loops, one core each, started for the loaded rows.\n\n"
             + common.md_table(["change", "measured on", "before", "after", "speed-up"], rows))

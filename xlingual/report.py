@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,10 +101,7 @@ def _mean(xs: list[float]) -> float | None:
 def _sd(xs: list[float]) -> float | None:
     """Sample standard deviation (n - 1); None below two values."""
     xs = [x for x in xs if x is not None and math.isfinite(x)]
-    if len(xs) < 2:
-        return None
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    return statistics.stdev(xs) if len(xs) >= 2 else None
 
 
 class Results:
@@ -132,8 +130,7 @@ class Results:
 
     def value(self, metric: str = "wer", **role) -> float | None:
         """Mean test `metric` over the finished seeds of the runs playing `role`; None if none finished."""
-        return _mean([self.results[c["name"]]["test"][metric] for c in self.runs(**role) if c["name"] in
-                      self.results])
+        return _mean(self.values(metric, **role))
 
     def values(self, metric: str = "wer", **role) -> list[float]:
         """Test `metric` of each finished run playing `role` (one per seed), in seed order."""
@@ -373,7 +370,6 @@ def heatmap(table: Table, path: Path, cmap: str = "viridis_r", diverging: bool =
     fig.colorbar(im, ax=ax)
     ax.set_title(table.title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)
 
 
