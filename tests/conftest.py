@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 
-
-def signal(seconds: float = 0.5, sr: int = 16000, channels: int = 1, freq: float = 220.0,
-           seed: int = 0) -> np.ndarray:
-    """A sine plus a little noise, (frames,) or (frames, channels) float32 in [-1, 1]."""
-    t = np.arange(int(round(seconds * sr))) / sr
-    x = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(seed).standard_normal(t.size)
-    x = x.astype(np.float32)
-    return x if channels == 1 else np.tile(x[:, None], (1, channels))
+from helpers import signal
 
 
 @pytest.fixture

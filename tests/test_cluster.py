@@ -11,8 +11,7 @@ import os
 
 import pytest
 
-from test_matrix import TINY_YAML, mtimes, settings
-from test_transfer import write_tiny_corpus
+from helpers import TINY_YAML, mtimes, settings, write_tiny_corpus
 from xlingual import cluster
 from xlingual import matrix as matrix_mod
 from xlingual.cli import main

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import ddp_worker as W
-from test_transfer import write_tiny_corpus
+from helpers import write_tiny_corpus
 from xlingual.distributed import shard_batches, step_sizes
 from xlingual.schedules import lr_factor
 from xlingual.train import FRAMES_PER_SECOND, bucket_batches, collate, compute_loss, load_checkpoint

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_transfer import write_tiny_corpus
+from helpers import write_tiny_corpus
 from xlingual.audio import load_audio
 from xlingual.config import FeatureConfig
 from xlingual.corpus import read_manifest

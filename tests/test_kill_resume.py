@@ -14,36 +14,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from test_transfer import write_tiny_corpus
+from helpers import RECIPE, TINY_YAML, sets, start, write_tiny_corpus
 from xlingual.cli import main
 from xlingual.fileio import LockError, exclusive_lock
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 TIMING = ("epoch_seconds", "audio_sec_per_sec")  # the only log fields allowed to differ between runs
-RECIPE = ["corpus.kind=manifests", "language=tr", "train.epochs=3", "train.max_batch_seconds=6",
-          "train.checkpoint_every_steps=1", "train.warmup_steps=2", "train.progress=false", "train.threads=1",
-          "train.device=cpu", "model.n_layers=1", "model.d_model=32", "model.ffn_dim=64",
-          "model.subsample_channels=8", "features.n_mels=40"]
-MATRIX_YAML = ROOT / "recipes" / "synthetic" / "matrix_tiny.yaml"
-
-
-def sets(items) -> list[str]:
-    return [x for s in items for x in ("--set", s)]
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    """`python -m xlingual.cli <args>` in its own process, output to `log`."""
-    with open(log, "ab") as f:
-        return subprocess.Popen([sys.executable, "-m", "xlingual.cli", *args], stdout=f, stderr=subprocess.STDOUT,
-                                env=ENV, cwd=ROOT)
 
 
 def kill_when(proc: subprocess.Popen, condition, timeout: float = 90.0) -> int:
@@ -155,7 +136,7 @@ def test_recipe_killed_three_times_ends_bit_identical(corpus, tmp_path):
 
 
 def matrix_args(corpus_dir: Path, out: Path) -> list[str]:
-    return ["matrix", str(MATRIX_YAML)] + sets([
+    return ["matrix", str(TINY_YAML)] + sets([
         f"corpus.dir={corpus_dir}", "corpus.kind=manifests", f"out_dir={out}", "target_hours=0.001",
         "train.device=cpu", "adapt.train.device=cpu", "train.threads=1", "adapt.train.threads=1",
         "variants={}", "variant_pairs=[]", "layer_sweep=[]", "size_pairs=[]",

@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from lid_helpers import build_corpus, split_utts, tiny_lid_config
+from helpers import build_corpus, split_utts, tiny_lid_config
 from xlingual.cli import main
 from xlingual.config import ConfigError, LIDConfig, load_config, to_dict
 from xlingual.features import compute_features

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_kill_resume import ENV, RECIPE, sets, start
-from test_transfer import FEATS, save_source, write_tiny_corpus
+from helpers import ENV, FEATS, RECIPE, save_source, sets, start, write_tiny_corpus
 from xlingual.cli import main
 from xlingual.config import (AdaptConfig, AdaptRecipeConfig, CorpusConfig, LIDConfig, MatrixConfig, RecipeConfig,
                              TrainConfig, UnitConfig)

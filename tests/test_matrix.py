@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from test_transfer import write_tiny_corpus
+from helpers import TINY_YAML, mtimes, settings, write_tiny_corpus
 from xlingual import matrix as matrix_mod
 from xlingual.cli import main
 from xlingual.config import MatrixConfig, load_config
 from xlingual.matrix import MatrixError, cell_status, hours_tag, plan_cells, run_matrix
 
-TINY_YAML = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "matrix_tiny.yaml"
 TARGET = "adapt/tr-all_to_bn-3.6s"  # the cells of the variants table and the layer sweep
-
-
-def settings(corpus_dir, out_dir, *extra) -> list[str]:
-    return [f"corpus.dir={corpus_dir}", "corpus.kind=manifests", f"out_dir={out_dir}", "target_hours=0.001",
-            "train.device=cpu", "adapt.train.device=cpu", "train.threads=1", "adapt.train.threads=1", *extra]
 
 
 def config(corpus_dir, out_dir, *extra) -> MatrixConfig:
     return load_config(MatrixConfig, TINY_YAML, settings(corpus_dir, out_dir, *extra))
-
-
-def mtimes(out: Path) -> dict[str, int]:
-    return {str(p.parent.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("**/results.json")}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from scipy.stats import kendalltau, spearmanr
 
-from lid_helpers import build_corpus, split_utts, tiny_lid_config
+from helpers import build_corpus, split_utts, tiny_lid_config
 from xlingual.cli import main
 from xlingual.config import to_dict
 from xlingual.corpus import Utterance, read_manifest

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from test_transfer import TEXTS
+from helpers import TEXTS
 from xlingual.cli import main
 from xlingual.corpus import FLEURS_COLUMNS, read_manifest
 

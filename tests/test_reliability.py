@@ -22,7 +22,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_transfer import FEATS, save_source, write_tiny_corpus
+from helpers import FEATS, save_source, write_tiny_corpus
 from xlingual import train as train_mod
 from xlingual.asr import (build_tokenizer, checkpoint_meta, load_language, load_model, make_evaluator, make_examples,
                           new_model)

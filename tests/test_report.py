@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TINY_YAML
 from xlingual.config import MatrixConfig, load_config
 from xlingual.matrix import plan_cells, write_plan
 from xlingual.ranking import read_wer_matrix
 from xlingual.report import Results, Table, hours_label, write_report
 
-TINY_YAML = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "matrix_tiny.yaml"
 
 # test WER by (table role) -> value; CER = WER / 2
 MATRIX = {("bn", "bn"): 40.0, ("tr", "bn"): 50.0, ("bn", "tr"): 45.0, ("tr", "tr"): 30.0}  # (source, target)

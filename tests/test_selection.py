@@ -2,7 +2,7 @@
 
 import json
 
-from lid_helpers import build_corpus, tiny_lid_config
+from helpers import build_corpus, tiny_lid_config
 
 from xlingual.config import MatrixConfig, from_dict
 from xlingual.lid import train_lid

@@ -3,62 +3,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from xlingual.asr import build_tokenizer, checkpoint_meta, load_language, load_model, new_model
-from xlingual.audio import save_audio
+from helpers import FEATS, SPLITS, save_source, write_tiny_corpus
+from xlingual.asr import build_tokenizer, load_language, load_model
 from xlingual.cli import main
-from xlingual.config import AdaptConfig, CorpusConfig, FeatureConfig, ModelConfig, TrainConfig, UnitConfig
-from xlingual.corpus import Utterance, write_manifest
-from xlingual.features import compute_features
+from xlingual.config import AdaptConfig, FeatureConfig, TrainConfig, UnitConfig
 from xlingual.tokenizer import Tokenizer
 from xlingual.transfer import adapt, check_adapt_config, choose_units, missing_units
-
-TEXTS = {
-    "bn": ["আমি ভাত খাই", "তুমি কেমন আছ", "বাংলা ভাষা", "আমার নাম রাম", "এখানে এসো", "ভালো আছি"],
-    "tr": ["merhaba dünya", "bugün hava güzel", "iyi günler", "nasılsın", "çok teşekkürler", "evet hayır"],
-}
-SPLITS = {"train": 6, "dev": 2, "test": 2}
-TINY = ModelConfig(preset="tiny", d_model=32, n_heads=2, ffn_dim=64, n_layers=2, subsample_channels=8)
-FEATS = FeatureConfig(n_mels=40, specaugment=False)
-
-
-def write_tiny_corpus(root: Path, languages=("bn", "tr")) -> CorpusConfig:
-    """<root>/<lang>/{train,dev,test}.jsonl over ~1 s tones: enough to run every stage, not to learn speech."""
-    rng = np.random.default_rng(0)
-    for li, lang in enumerate(languages):
-        for split, n in SPLITS.items():
-            utts = []
-            for i in range(n):
-                sec = 0.8 + 0.1 * (i % 3)
-                t = np.arange(int(16000 * sec)) / 16000
-                wav = 0.3 * np.sin(2 * np.pi * (150 + 40 * li + 25 * i) * t) + 0.02 * rng.standard_normal(t.size)
-                path = root / lang / "wav" / f"{split}{i}.wav"
-                save_audio(path, wav)
-                utts.append(Utterance(f"{lang}_{split}{i}", str(path), TEXTS[lang][i % 6], lang, f"spk{i % 2}", sec))
-            write_manifest(root / lang / f"{split}.jsonl", utts)
-    return CorpusConfig(kind="manifests", dir=str(root))
 
 
 def fast_train(**kw) -> TrainConfig:
     return TrainConfig(**{"epochs": 1, "max_batch_seconds": 10.0, "lr": 1e-3, "schedule": "stlr", "progress": False,
                           "threads": 1, "device": "cpu", "checkpoint_every_steps": 0, **kw})
-
-
-def save_source(path: Path, corpus: CorpusConfig, language: str, units: UnitConfig, texts_from=None,
-                model_cfg: ModelConfig = TINY) -> Path:
-    """An untrained but complete source checkpoint (real CMVN, tokenizer, meta), as a pre-training run writes."""
-    data = load_language(corpus, language, progress=False)
-    store = compute_features(data["train"], Path(corpus.dir) / ".features", FEATS, progress=False)
-    tok = build_tokenizer(texts_from or data["train"], units)
-    model = new_model(model_cfg, FEATS, tok, store, data["train"], seed=1)
-    torch.save({"model": model.state_dict(), "meta": checkpoint_meta(model, tok, FEATS, language=language,
-                                                                     train_hours=None)}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

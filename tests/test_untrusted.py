@@ -13,8 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import signal
-from test_transfer import FEATS, save_source, write_tiny_corpus
+from helpers import FEATS, save_source, signal, write_tiny_corpus
 from xlingual.asr import load_model
 from xlingual.cli import main
 from xlingual.config import AdaptConfig, ConfigError, MatrixConfig, RecipeConfig, UnitConfig, load_config
