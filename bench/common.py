@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -306,13 +305,3 @@ def _has_hours(corpus: Path, languages, share: float, split: str = "train") -> b
         except ValueError:
             return False
     return True
-
-
-@contextmanager
-def quiet_stdout():
-    """Silence prints of the code under test (progress lines) without hiding errors."""
-    import io
-    from contextlib import redirect_stdout
-
-    with redirect_stdout(io.StringIO()):
-        yield

@@ -10,8 +10,8 @@ hits all of them alike:
               the checkpoint writes, is reported beside it.
   model_only  the same batches (same shapes, same order), collated and augmented once beforehand and held in
               memory: forward/CTC -> backward -> clip -> AdamW only.
-  fixed_4s    the model on fixed 4-second batches of the same batch duration (no padding, one shape): the
-              "fixed-shape" speed quoted in the GUIDE.
+  fixed_4s    the model on fixed 4-second batches of the same batch duration (no padding, one shape): its
+              best-case "fixed-shape" speed, the kind of figure quoted for a model measured without a pipeline.
 
 pipeline / model_only is the data pipeline's efficiency (goal >= 0.85); model_only / fixed_4s is what padding and
 varying shapes cost the model itself. A timed breakdown (collate, feature reads, SpecAugment, forward, backward,

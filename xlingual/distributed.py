@@ -120,13 +120,6 @@ def wrap(model: torch.nn.Module, device: torch.device, previous=None):
     return ddp
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """Whether `flag` holds on every rank (all ranks must take the same branch around a collective)."""
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
 def all_sum(values: list[float], device: torch.device) -> list[float]:
     """Element-wise sum over ranks (float64)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
