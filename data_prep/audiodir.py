@@ -11,7 +11,9 @@ import json
 import os
 from pathlib import Path
 
-from xlingual.corpus import AUDIO_SUFFIXES, ManifestError, fingerprint, prepare_split, read_audio_dir
+from xlingual.corpus import ManifestError, PrepReport, RawUtterance, fingerprint, prepare_split
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what read_audio_dir picks up (all decodable by soundfile)
 
 
 def prepare_audiodir(audio_dir: str | os.PathLike, output_dir: str | os.PathLike, language: str,
@@ -39,5 +41,38 @@ def prepare_audiodir(audio_dir: str | os.PathLike, output_dir: str | os.PathLike
               "inputs": listing}
     manifest = prepare_split(output_dir, split, language, config,
                              lambda report: read_audio_dir(audio_dir, report, suffixes),
-                             strict=strict, require_text=require_text, allow_pipes=False)
+                             strict=strict, require_text=require_text)
     return {split: manifest}
+
+
+def read_audio_dir(audio_dir: str | os.PathLike, report: PrepReport,
+                   suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[RawUtterance]:
+    """Utterances of a folder of audio files (searched recursively), e.g. a new language to rank sources for.
+
+    The id is the path below `audio_dir` without its suffix; the speaker is the first folder below `audio_dir`
+    (the usual `<speaker>/<file>` layout), else "unknown". A transcript is optional: `<stem>.txt` beside the audio.
+
+    Raises:
+        ManifestError: the folder is missing or holds no audio file.
+    """
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise ManifestError(f"audio folder not found: {audio_dir}")
+    files = sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise ManifestError(f"{audio_dir}: no audio files ({', '.join(suffixes)}) found")
+    raws = []
+    for path in files:
+        rel = path.relative_to(audio_dir).with_suffix("")
+        utt = rel.as_posix()
+        sidecar, text = path.with_suffix(".txt"), None
+        if sidecar.is_file():
+            try:
+                text = sidecar.read_bytes().decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                report.skip(utt, "non-UTF-8 transcript", f"{sidecar}: not UTF-8 ({e.reason} at byte {e.start}); "
+                                                         f"re-save it as UTF-8")
+                continue
+        raws.append(RawUtterance(id=utt, audio=str(path.resolve()), text=text,
+                                 speaker=rel.parts[0] if len(rel.parts) > 1 else "unknown", where=str(path)))
+    return raws

@@ -9,7 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from xlingual.corpus import ManifestError, fingerprint, prepare_split, read_commonvoice_tsv
+from xlingual.corpus import ManifestError, PrepReport, RawUtterance, fingerprint, prepare_split
+
+from .common import read_lines
+
+COMMONVOICE_REQUIRED = ("path", "sentence")  # columns found by name: the rest vary between releases
 
 
 def prepare_commonvoice(cv_dir: str | os.PathLike, output_dir: str | os.PathLike, language: str,
@@ -43,5 +47,45 @@ def prepare_commonvoice(cv_dir: str | os.PathLike, output_dir: str | os.PathLike
         config = {"corpus": "commonvoice", "tsv": str(tsv.resolve()), "inputs": fingerprint(tsv)}
         out[split] = prepare_split(output_dir, split, language, config,
                                    lambda report, t=tsv: read_commonvoice_tsv(t, clips, report),
-                                   strict=strict, allow_pipes=False)
+                                   strict=strict)
     return out
+
+
+def read_commonvoice_tsv(tsv: str | os.PathLike, clips_dir: str | os.PathLike,
+                         report: PrepReport) -> list[RawUtterance]:
+    """Utterances of a Common Voice split TSV (`<cv_dir>/<split>.tsv`, audio in `<cv_dir>/clips/`).
+
+    Columns are found by name from the header (client_id, path, sentence, ...: they vary between releases);
+    the speaker is client_id. Quotes are not special: Common Voice writes the TSV unquoted.
+
+    Raises:
+        ManifestError: the header lacks `path` or `sentence` (not a Common Voice split file).
+    """
+    tsv, clips_dir = Path(tsv), Path(clips_dir)
+    with open(tsv, "rb") as f:
+        first = f.readline()
+    try:
+        header = first.decode("utf-8-sig").rstrip("\r\n").split("\t")
+    except UnicodeDecodeError:
+        header = []
+    missing = [c for c in COMMONVOICE_REQUIRED if c not in header]
+    if missing:
+        raise ManifestError(f"{tsv}:1: header lacks column(s) {missing} (found {header}); a Common Voice split "
+                            f"TSV starts with a header such as 'client_id<TAB>path<TAB>sentence...'")
+    # Non-UTF-8 bytes sit in the sentence; the row is reported under its clip name.
+    lines = read_lines(tsv, report, reason="non-UTF-8 transcript", id_field=header.index("path"))
+    next(lines)  # the header
+    raws = []
+    for _, where, line in lines:
+        cols = line.split("\t")
+        row = dict(zip(header, cols))
+        if len(cols) != len(header) or not row["path"].strip():
+            report.skip(row.get("path") or where, "malformed line",
+                        f"{where}: expected {len(header)} tab-separated columns as in the header, found {len(cols)}")
+            continue
+        audio = clips_dir / row["path"].strip()
+        if not audio.suffix and not audio.exists():  # early releases list clips without the .mp3 extension
+            audio = audio.with_name(audio.name + ".mp3")
+        raws.append(RawUtterance(id=Path(row["path"].strip()).stem, audio=str(audio), text=row["sentence"],
+                                 speaker=(row.get("client_id") or "").strip() or "unknown", where=where))
+    return raws

@@ -3,7 +3,7 @@
 Raw layout (as google/fleurs stores it on the HF hub, e.g. after
 `huggingface-cli download google/fleurs --repo-type dataset --include "data/bn_in/*"`):
 
-    data/<config>/<split>.tsv               no header; columns corpus.FLEURS_COLUMNS; split = train | dev | test
+    data/<config>/<split>.tsv               no header; columns FLEURS_COLUMNS; split = train | dev | test
     data/<config>/audio/<split>.tar.gz      WAV files; extracted in place it gives audio/<split>/*.wav
 
     from data_prep.fleurs import prepare_fleurs
@@ -18,11 +18,17 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from xlingual.corpus import (ManifestError, fingerprint, prepare_split, read_fleurs_tsv, read_hf_dataset)
+from xlingual.corpus import ManifestError, PrepReport, RawUtterance, fingerprint, prepare_split
 from xlingual.fileio import WriteError, atomic_path, read_json, write_json
+
+from .common import read_lines
+from .hf import read_hf_dataset
 
 FLEURS_REPO = "google/fleurs"
 SPLITS = ("train", "dev", "test")
+# google/fleurs <split>.tsv has no header; these are its columns in order (the loading script's _get_data).
+FLEURS_COLUMNS = ("id", "file_name", "raw_transcription", "transcription", "phonetic_transcription",
+                  "num_samples", "gender")
 # The hub files say "dev"; the datasets loader calls that split "validation". Either name finds either.
 _ALIASES = {"dev": "validation", "validation": "dev"}
 
@@ -72,6 +78,31 @@ def prepare_fleurs(source, output_dir: str | os.PathLike, language: str,
         return out
     raise ManifestError(f"FLEURS source not found or not understood: {source!r} (a folder, a config name, a "
                         f"Dataset or a DatasetDict)")
+
+
+def read_fleurs_tsv(tsv: str | os.PathLike, audio_dir: str | os.PathLike, report: PrepReport, *,
+                    speaker: str) -> list[RawUtterance]:
+    """Utterances of one FLEURS split in the raw layout of google/fleurs on the HF hub.
+
+    `tsv` is `data/<config>/<split>.tsv` (no header; FLEURS_COLUMNS) and `audio_dir` holds its WAV files
+    (`data/<config>/audio/<split>/` once `<split>.tar.gz` is extracted). The utterance id is the file's stem:
+    FLEURS records each sentence several times, so its numeric `id` column repeats. The raw transcription is
+    used, so that every corpus goes through the same language-aware normalizer. FLEURS publishes no speaker
+    ids (its splits are speaker-disjoint), so the caller passes a pseudo-speaker for the whole split.
+    """
+    tsv, audio_dir = Path(tsv), Path(audio_dir)
+    raws = []
+    for _, where, line in read_lines(tsv, report, reason="non-UTF-8 transcript", id_field=1):
+        cols = line.split("\t")
+        if len(cols) != len(FLEURS_COLUMNS) or not cols[1].strip() or not cols[5].strip().isdigit():
+            report.skip((Path(cols[1].strip()).stem if len(cols) > 1 else "") or where, "malformed line",
+                        f"{where}: expected {len(FLEURS_COLUMNS)} tab-separated columns {list(FLEURS_COLUMNS)} "
+                        f"with an integer num_samples, found {len(cols)} columns")
+            continue
+        file_name = cols[1].strip()
+        raws.append(RawUtterance(id=Path(file_name).stem, audio=str(audio_dir / file_name), text=cols[2],
+                                 speaker=speaker, where=where))
+    return raws
 
 
 def _config_dir(root: Path, config: str | None) -> Path:
@@ -161,7 +192,7 @@ def _prepare_raw(root: Path, output_dir: Path, language: str, splits, strict: bo
         out[split] = prepare_split(output_dir, split, language, cfg,
                                    lambda report, t=tsv, a=audio_dir, s=speaker: read_fleurs_tsv(t, a, report,
                                                                                                  speaker=s),
-                                   strict=strict, allow_pipes=False)
+                                   strict=strict)
     return out
 
 
@@ -173,7 +204,7 @@ def _prepare_dataset(ds, output_dir: Path, language: str, split: str, strict: bo
     return prepare_split(output_dir, split, language, cfg,
                          lambda report: read_hf_dataset(ds, report, text_column="raw_transcription", name=name,
                                                         speaker=f"fleurs-{config or language}-{split}"),
-                         strict=strict, allow_pipes=False)
+                         strict=strict)
 
 
 def _prepare_hub(config: str, output_dir: Path, language: str, splits, strict: bool) -> dict[str, Path]:

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from data_prep.fleurs import FLEURS_COLUMNS
 from helpers import TEXTS
 from xlingual.cli import main
-from xlingual.corpus import FLEURS_COLUMNS, read_manifest
+from xlingual.corpus import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = {"train": 6, "dev": 2, "test": 2}

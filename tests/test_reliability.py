@@ -22,14 +22,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from data_prep.commonvoice import read_commonvoice_tsv
+from data_prep.fleurs import FLEURS_COLUMNS, read_fleurs_tsv
+from data_prep.kaldi import read_kaldi_dir
 from helpers import FEATS, save_source, write_tiny_corpus
 from xlingual import train as train_mod
 from xlingual.asr import (build_tokenizer, checkpoint_meta, load_language, load_model, make_evaluator, make_examples,
                           new_model)
 from xlingual.cli import main
 from xlingual.config import ModelConfig, TrainConfig, UnitConfig
-from xlingual.corpus import (FLEURS_COLUMNS, ManifestError, PrepReport, Utterance, read_commonvoice_tsv,
-                             read_fleurs_tsv, read_kaldi_dir, read_manifest, write_manifest)
+from xlingual.corpus import ManifestError, PrepReport, Utterance, read_manifest, write_manifest
 from xlingual.fileio import WriteError, read_json, write_json
 from xlingual.text import TextError, normalize, normalize_or_raise
 from xlingual.tokenizer import Tokenizer

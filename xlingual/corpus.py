@@ -4,9 +4,9 @@ Fields: id, audio (path; relative paths are relative to the manifest's folder), 
 language (code such as "bn"), speaker, duration (seconds), and optional offset (seconds into the audio file,
 for Kaldi `segments`).
 
-Also here: readers for real corpora (Kaldi data dirs, FLEURS, Common Voice, audio folders, HF datasets), the
-checks every utterance passes on its way into a manifest (build_manifest, PrepReport), and hours-budget subsets.
-The corpus-specific `prepare_<corpus>()` entry points live in data_prep/.
+Also here: the checks every utterance passes on its way into a manifest (build_manifest, PrepReport,
+prepare_split) and hours-budget subsets. The corpus readers and their `prepare_<corpus>()` entry points live
+with their corpus in data_prep/ (kaldi, fleurs, commonvoice, audiodir, hf).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -150,8 +148,8 @@ def subset_hours(utts: list[Utterance], hours: float, seed: int = 0) -> list[Utt
 # --------------------------------------------------------------------------------------------------------------
 # Real corpora -> manifest.
 #
-# Each corpus reader turns its on-disk listing into RawUtterance records (audio source + transcript as written);
-# build_manifest() then checks every one the same way: unique id, normalizable transcript, decodable finite audio,
+# Each corpus reader (data_prep/<corpus>.py) turns its on-disk listing into RawUtterance records (audio source +
+# transcript as written); build_manifest() then checks every one the same way: unique id, normalizable transcript, decodable finite audio,
 # measured duration. Bad utterances go through PrepReport.skip(): counted by reason and listed in
 # <split>.skipped.tsv, or, with strict=True, raised with the file:line (or utterance id) and the fix.
 #
@@ -162,13 +160,7 @@ def subset_hours(utts: list[Utterance], hours: float, seed: int = 0) -> list[Utt
 # --------------------------------------------------------------------------------------------------------------
 
 PREP_VERSION = 1  # bump when preparation changes what it writes, so that completed outputs are rebuilt
-PIPE_TIMEOUT_S = 600  # one Kaldi wav.scp command (a whole recording) should never take this long
 IN_PLACE_SUFFIXES = (".wav", ".flac")  # files referenced where they are when already 16 kHz mono
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what read_audio_dir picks up (all decodable by soundfile)
-# google/fleurs <split>.tsv has no header; these are its columns in order (the loading script's _get_data).
-FLEURS_COLUMNS = ("id", "file_name", "raw_transcription", "transcription", "phonetic_transcription",
-                  "num_samples", "gender")
-COMMONVOICE_REQUIRED = ("path", "sentence")  # columns found by name: the rest vary between releases
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +171,12 @@ class RawUtterance:
 
     id: str
     audio: str | bytes  # a file path, the encoded bytes of a file (HF datasets), or a Kaldi command ending in "|"
+    # (build_manifest's `audio_source` turns what is not a file path or bytes into bytes)
     text: str | None  # transcript as the corpus writes it; None when the corpus has none (audio-only)
     speaker: str
     where: str  # "file:line" or "dataset[row]": where messages point the user
     offset: float = 0.0  # seconds into the audio (Kaldi segments)
     duration: float | None = None  # seconds after `offset`; None reads to the end
-
-    @property
-    def is_pipe(self) -> bool:
-        return isinstance(self.audio, str) and self.audio.rstrip().endswith("|")
 
 
 @dataclass
@@ -236,290 +225,6 @@ class PrepReport:
                 "skipped_total": self.num_skipped, "skipped": dict(self.skipped), "notes": dict(self.notes)}
 
 
-def _lines(path: Path, report: PrepReport, reason: str = "malformed line", id_field: int | None = None):
-    """Yield (lineno, "file:line", text) for each non-blank line; lines that are not UTF-8 are reported instead.
-
-    The file is decoded line by line so that one bad byte costs one utterance, not the whole file. A bad line is
-    reported under its first word (Kaldi's utterance id) or, with `id_field`, under the stem of that
-    tab-separated column (the audio file name of FLEURS and Common Voice TSVs).
-    """
-    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
-        where = f"{path}:{lineno}"
-        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a BOM from Windows editors
-            raw = raw[3:]
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            if id_field is None:
-                key = raw.split()[0].decode("utf-8", "replace") if raw.split() else where
-            else:
-                cols = raw.split(b"\t")
-                key = Path(cols[id_field].decode("utf-8", "replace")).stem if len(cols) > id_field else where
-            report.skip(key, reason, f"{where}: line is not UTF-8 (byte {raw[e.start]:#04x} at column {e.start}); "
-                                     f"re-save {path.name} as UTF-8")
-            continue
-        if line.strip():
-            yield lineno, where, line
-
-
-def _kaldi_table(path: Path, report: PrepReport, *, reason: str = "malformed line",
-                 value_required: bool = True) -> dict[str, tuple[str, str]]:
-    """A Kaldi 'key value...' file as {key: (where, value)}; malformed and duplicate lines are reported."""
-    table: dict[str, tuple[str, str]] = {}
-    for _, where, line in _lines(path, report, reason):
-        parts = line.strip().split(maxsplit=1)
-        key, value = parts[0], (parts[1].strip() if len(parts) > 1 else "")
-        if value_required and not value:
-            report.skip(key, "malformed line", f"{where}: {key!r} has no value; each line of {path.name} is "
-                                               f"'<id> <value>'")
-        elif key in table:
-            report.skip(key, "duplicate id", f"{where}: duplicate id {key!r} (first at {table[key][0]}); "
-                                             f"remove one of the lines")
-        else:
-            table[key] = (where, value)
-    return table
-
-
-def read_kaldi_dir(data_dir: str | os.PathLike, report: PrepReport, *, require_text: bool = True,
-                   root: str | os.PathLike | None = None) -> list[RawUtterance]:
-    """Utterances of a Kaldi data dir: wav.scp and text, optional segments and utt2spk.
-
-    wav.scp values are file paths or shell commands ending in '|' (e.g. `sph2pipe -f wav -p a.sph |`) whose
-    output is WAV; build_manifest() runs them. Relative paths are resolved against `root` (Kaldi runs from the
-    recipe directory; default: the current directory). Without utt2spk each utterance is its own speaker, as in
-    Kaldi. Inconsistencies between the files are reported per utterance (see the skip reasons above).
-
-    Raises:
-        ManifestError: no wav.scp, or no text file while `require_text`.
-    """
-    data_dir = Path(data_dir)
-    root = Path(root) if root is not None else Path.cwd()
-    wav_scp, text_file = data_dir / "wav.scp", data_dir / "text"
-    segments_file, utt2spk_file = data_dir / "segments", data_dir / "utt2spk"
-    if not wav_scp.is_file():
-        raise ManifestError(f"{data_dir}: no wav.scp; a Kaldi data dir holds wav.scp and text "
-                            f"(optionally segments, utt2spk)")
-    if require_text and not text_file.is_file():
-        raise ManifestError(f"{data_dir}: no text file; add one, or pass require_text=False for audio-only data")
-
-    recordings = _kaldi_table(wav_scp, report)
-    for rec, (where, value) in list(recordings.items()):
-        if "\x00" in value:  # no path or command can hold it (and pathlib raises a bare ValueError)
-            report.skip(rec, "malformed line", f"{where}: {rec!r} has a NUL character in its path or command; "
-                                               f"fix {wav_scp.name}")
-            del recordings[rec]
-        elif not value.endswith("|") and not Path(value).is_absolute():
-            recordings[rec] = (where, str((root / value).resolve()))
-    texts = _kaldi_table(text_file, report, reason="non-UTF-8 transcript", value_required=False) \
-        if text_file.is_file() else None
-    speakers = _kaldi_table(utt2spk_file, report) if utt2spk_file.is_file() else None
-
-    # utterance id -> (where, recording id, start, end); utterance id == recording id without segments
-    spans: dict[str, tuple[str, str, float, float | None]] = {}
-    if segments_file.is_file():
-        used: set[str] = set()
-        for _, where, line in _lines(segments_file, report):
-            parts = line.split()
-            try:
-                if len(parts) != 4:
-                    raise ValueError
-                start, end = float(parts[2]), float(parts[3])
-                if not (math.isfinite(start) and math.isfinite(end)):
-                    raise ValueError
-            except ValueError:
-                report.skip(parts[0], "malformed line", f"{where}: expected '<utt-id> <recording-id> <start> <end>' "
-                                                        f"with times in seconds, got {line.strip()!r}")
-                continue
-            utt, rec = parts[0], parts[1]
-            if utt in spans:
-                report.skip(utt, "duplicate id", f"{where}: duplicate segment {utt!r} (first at {spans[utt][0]})")
-            elif rec not in recordings:
-                report.skip(utt, "unknown recording", f"{where}: segment {utt!r} names recording {rec!r}, which is "
-                                                      f"not in wav.scp; add the recording or remove the segment")
-            elif start < 0 or end <= start:
-                report.skip(utt, "bad segment", f"{where}: segment {utt!r} has start {start} and end {end}; it needs "
-                                                f"0 <= start < end")
-            else:
-                spans[utt] = (where, rec, start, end)
-                used.add(rec)
-        for _ in set(recordings) - used:
-            report.note("wav.scp recording without segments (ignored)")
-    else:
-        spans = {rec: (where, rec, 0.0, None) for rec, (where, _) in recordings.items()}
-
-    raws: list[RawUtterance] = []
-    if texts is None:  # audio-only data dir
-        ids = list(spans)
-    else:
-        ids = [u for u in texts if not report.was_skipped(u)]
-        for utt, (where, *_) in spans.items():
-            if utt not in texts and not report.was_skipped(utt):
-                report.skip(utt, "no transcript", f"{where}: {utt!r} has audio but no line in {text_file}; add its "
-                                                  f"transcript or remove it")
-    for utt in ids:
-        if utt not in spans:
-            if not report.was_skipped(utt):
-                listing = "segments" if segments_file.is_file() else "wav.scp"
-                report.skip(utt, "no audio", f"{texts[utt][0]}: {utt!r} is in text but not in {listing}; add its "
-                                             f"audio or remove the line")
-            continue
-        where, rec, start, end = spans[utt]
-        speaker = utt
-        if speakers is not None:
-            if utt in speakers:
-                speaker = speakers[utt][1].split()[0]
-            else:
-                report.note("no utt2spk entry (speaker = utterance id)")
-        # Point at the transcript line, and at the segment and wav.scp lines the audio came from.
-        origin = f"segment {where}, audio {recordings[rec][0]}" if end is not None else f"audio {recordings[rec][0]}"
-        raws.append(RawUtterance(
-            id=utt, audio=recordings[rec][1], text=texts[utt][1] if texts is not None else None, speaker=speaker,
-            where=f"{texts[utt][0]} ({origin})" if texts is not None else where,
-            offset=start, duration=None if end is None else end - start))
-    return raws
-
-
-def read_fleurs_tsv(tsv: str | os.PathLike, audio_dir: str | os.PathLike, report: PrepReport, *,
-                    speaker: str) -> list[RawUtterance]:
-    """Utterances of one FLEURS split in the raw layout of google/fleurs on the HF hub.
-
-    `tsv` is `data/<config>/<split>.tsv` (no header; FLEURS_COLUMNS) and `audio_dir` holds its WAV files
-    (`data/<config>/audio/<split>/` once `<split>.tar.gz` is extracted). The utterance id is the file's stem:
-    FLEURS records each sentence several times, so its numeric `id` column repeats. The raw transcription is
-    used, so that every corpus goes through the same language-aware normalizer. FLEURS publishes no speaker
-    ids (its splits are speaker-disjoint), so the caller passes a pseudo-speaker for the whole split.
-    """
-    tsv, audio_dir = Path(tsv), Path(audio_dir)
-    raws = []
-    for _, where, line in _lines(tsv, report, reason="non-UTF-8 transcript", id_field=1):
-        cols = line.split("\t")
-        if len(cols) != len(FLEURS_COLUMNS) or not cols[1].strip() or not cols[5].strip().isdigit():
-            report.skip((Path(cols[1].strip()).stem if len(cols) > 1 else "") or where, "malformed line",
-                        f"{where}: expected {len(FLEURS_COLUMNS)} tab-separated columns {list(FLEURS_COLUMNS)} "
-                        f"with an integer num_samples, found {len(cols)} columns")
-            continue
-        file_name = cols[1].strip()
-        raws.append(RawUtterance(id=Path(file_name).stem, audio=str(audio_dir / file_name), text=cols[2],
-                                 speaker=speaker, where=where))
-    return raws
-
-
-def read_commonvoice_tsv(tsv: str | os.PathLike, clips_dir: str | os.PathLike,
-                         report: PrepReport) -> list[RawUtterance]:
-    """Utterances of a Common Voice split TSV (`<cv_dir>/<split>.tsv`, audio in `<cv_dir>/clips/`).
-
-    Columns are found by name from the header (client_id, path, sentence, ...: they vary between releases);
-    the speaker is client_id. Quotes are not special: Common Voice writes the TSV unquoted.
-
-    Raises:
-        ManifestError: the header lacks `path` or `sentence` (not a Common Voice split file).
-    """
-    tsv, clips_dir = Path(tsv), Path(clips_dir)
-    with open(tsv, "rb") as f:
-        first = f.readline()
-    try:
-        header = first.decode("utf-8-sig").rstrip("\r\n").split("\t")
-    except UnicodeDecodeError:
-        header = []
-    missing = [c for c in COMMONVOICE_REQUIRED if c not in header]
-    if missing:
-        raise ManifestError(f"{tsv}:1: header lacks column(s) {missing} (found {header}); a Common Voice split "
-                            f"TSV starts with a header such as 'client_id<TAB>path<TAB>sentence...'")
-    # Non-UTF-8 bytes sit in the sentence; the row is reported under its clip name.
-    lines = _lines(tsv, report, reason="non-UTF-8 transcript", id_field=header.index("path"))
-    next(lines)  # the header
-    raws = []
-    for _, where, line in lines:
-        cols = line.split("\t")
-        row = dict(zip(header, cols))
-        if len(cols) != len(header) or not row["path"].strip():
-            report.skip(row.get("path") or where, "malformed line",
-                        f"{where}: expected {len(header)} tab-separated columns as in the header, found {len(cols)}")
-            continue
-        audio = clips_dir / row["path"].strip()
-        if not audio.suffix and not audio.exists():  # early releases list clips without the .mp3 extension
-            audio = audio.with_name(audio.name + ".mp3")
-        raws.append(RawUtterance(id=Path(row["path"].strip()).stem, audio=str(audio), text=row["sentence"],
-                                 speaker=(row.get("client_id") or "").strip() or "unknown", where=where))
-    return raws
-
-
-def read_audio_dir(audio_dir: str | os.PathLike, report: PrepReport,
-                   suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[RawUtterance]:
-    """Utterances of a folder of audio files (searched recursively), e.g. a new language to rank sources for.
-
-    The id is the path below `audio_dir` without its suffix; the speaker is the first folder below `audio_dir`
-    (the usual `<speaker>/<file>` layout), else "unknown". A transcript is optional: `<stem>.txt` beside the audio.
-
-    Raises:
-        ManifestError: the folder is missing or holds no audio file.
-    """
-    audio_dir = Path(audio_dir)
-    if not audio_dir.is_dir():
-        raise ManifestError(f"audio folder not found: {audio_dir}")
-    files = sorted(p for p in audio_dir.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-    if not files:
-        raise ManifestError(f"{audio_dir}: no audio files ({', '.join(suffixes)}) found")
-    raws = []
-    for path in files:
-        rel = path.relative_to(audio_dir).with_suffix("")
-        utt = rel.as_posix()
-        sidecar, text = path.with_suffix(".txt"), None
-        if sidecar.is_file():
-            try:
-                text = sidecar.read_bytes().decode("utf-8-sig")
-            except UnicodeDecodeError as e:
-                report.skip(utt, "non-UTF-8 transcript", f"{sidecar}: not UTF-8 ({e.reason} at byte {e.start}); "
-                                                         f"re-save it as UTF-8")
-                continue
-        raws.append(RawUtterance(id=utt, audio=str(path.resolve()), text=text,
-                                 speaker=rel.parts[0] if len(rel.parts) > 1 else "unknown", where=str(path)))
-    return raws
-
-
-def read_hf_dataset(dataset, report: PrepReport, *, text_column: str | None, name: str = "dataset",
-                    audio_column: str = "audio", speaker_column: str | None = None,
-                    speaker: str = "unknown") -> list[RawUtterance]:
-    """Utterances of a HF `datasets.Dataset` (one split), e.g. `load_dataset("google/fleurs", "bn_in")`.
-
-    The audio column is cast to `Audio(decode=False)`, so datasets never decodes (its decoder needs torchcodec):
-    each cell is {bytes, path} and build_manifest() decodes it with load_audio. The id is the stem of the audio
-    path (FLEURS: the same id as the raw layout), else `<name>-<row>`.
-
-    Raises:
-        ManifestError: a named column is missing.
-    """
-    from datasets import Audio
-
-    for col in (audio_column, text_column, speaker_column):
-        if col is not None and col not in dataset.column_names:
-            raise ManifestError(f"{name}: no column {col!r}; columns are {dataset.column_names}")
-    feature = dataset.features[audio_column]
-    if isinstance(feature, Audio) and feature.decode:
-        dataset = dataset.cast_column(audio_column, Audio(decode=False))
-    raws = []
-    for i, row in enumerate(dataset):
-        where = f"{name}[{i}]"
-        cell = row[audio_column]
-        if not isinstance(cell, dict):
-            report.skip(where, "malformed line", f"{where}: column {audio_column!r} holds {type(cell).__name__}, "
-                                                 f"expected an Audio cell {{bytes, path}}")
-            continue
-        path = cell.get("path")
-        utt = Path(path).stem if path else f"{name}-{i:06d}"
-        source = cell.get("bytes") or path
-        if not source:
-            report.skip(utt, "missing audio", f"{where}: utterance {utt!r} has neither audio bytes nor a path")
-            continue
-        text = row[text_column] if text_column is not None else None
-        if text is not None and not isinstance(text, str):
-            report.skip(utt, "malformed line", f"{where}: column {text_column!r} holds {text!r}, not a string")
-            continue
-        spk = str(row[speaker_column]) if speaker_column is not None else speaker
-        raws.append(RawUtterance(id=utt, audio=source, text=text, speaker=spk, where=where))
-    return raws
-
-
 def _safe_name(utt_id: str) -> str:
     """A file name for an utterance id; ids with other characters get a hash suffix to stay unique.
 
@@ -534,33 +239,9 @@ def _safe_name(utt_id: str) -> str:
     return safe if safe == utt_id else f"{safe}-{hashlib.sha1(utt_id.encode()).hexdigest()[:8]}"
 
 
-def run_pipe(command: str, where: str, cwd: str | os.PathLike | None = None) -> bytes:
-    """Run a Kaldi wav.scp command (`... |`) and return the WAV it writes to stdout.
-
-    The command is the user's own data preparation (as Kaldi itself would run it), executed by bash with
-    pipefail so a failing first stage of `sph2pipe ... | sox ...` is not hidden by the last one.
-
-    Raises:
-        AudioError (reason "pipe command failed") naming the wav.scp line, the exit status and stderr.
-    """
-    cmd = command.rstrip()[:-1].strip()
-    argv = ["bash", "-o", "pipefail", "-c", cmd] if shutil.which("bash") else ["sh", "-c", cmd]
-    try:
-        proc = subprocess.run(argv, capture_output=True, cwd=cwd, timeout=PIPE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise AudioError(f"{where}: command `{cmd}` ran over {PIPE_TIMEOUT_S}s; run it by hand to see why",
-                         reason="pipe command failed") from None
-    if proc.returncode != 0 or not proc.stdout:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise AudioError(f"{where}: command `{cmd}` failed (exit {proc.returncode}, {len(proc.stdout)} bytes "
-                         f"out): {err[-1] if err else 'no message'}; fix the command or the file it reads "
-                         f"(try it by hand: {cmd} > /tmp/x.wav)", reason="pipe command failed")
-    return proc.stdout
-
-
 def build_manifest(raws: list[RawUtterance], language: str, output_dir: str | os.PathLike, split: str,
-                   report: PrepReport, *, require_text: bool = True, allow_pipes: bool = True,
-                   pipe_cwd: str | os.PathLike | None = None) -> list[Utterance]:
+                   report: PrepReport, *, require_text: bool = True,
+                   audio_source: Callable[[RawUtterance], str | bytes] | None = None) -> list[Utterance]:
     """Check, decode and normalize raw utterances into manifest entries; bad ones go to `report`.
 
     Transcripts are normalized with text.normalize_or_raise for `language`. Audio is decoded in full (which is
@@ -568,14 +249,16 @@ def build_manifest(raws: list[RawUtterance], language: str, output_dir: str | os
     WAV/FLAC file is referenced in place (with its segment offset); anything else (other rates, several
     channels, MP3/OGG, HF bytes, Kaldi command output) is written as a 16 kHz mono WAV to
     `output_dir/audio/<split>/<id>.wav`, so the manifest only points at plain files.
+
+    Args:
+        audio_source: turns a raw utterance's `audio` into a file path or encoded bytes, raising AudioError
+            (e.g. data_prep.kaldi runs wav.scp commands); default: `audio` as it is.
     """
     from .text import TextError, normalize_or_raise  # text.py does not import corpus; late import keeps it so
 
     audio_dir = Path(output_dir) / "audio" / split
     seen: dict[str, str] = {}
     utts: list[Utterance] = []
-    # Last command's output (or its error): the segments of one recording are consecutive, so it runs once.
-    pipe_cache: tuple[str, bytes | AudioError] | None = None
     for raw in raws:
         if raw.id in seen:
             report.skip(raw.id, "duplicate id", f"{raw.where}: duplicate utterance id {raw.id!r} (first at "
@@ -595,19 +278,7 @@ def build_manifest(raws: list[RawUtterance], language: str, output_dir: str | os
                 report.skip(raw.id, "unnormalizable transcript" if raw.text.strip() else "empty transcript", str(e))
                 continue
         try:
-            source = raw.audio
-            if raw.is_pipe:
-                if not allow_pipes:
-                    raise AudioError(f"{raw.where}: audio is a command (`{raw.audio}`) and allow_pipes=False; "
-                                     f"pass allow_pipes=True to run it", reason="pipe not allowed")
-                if pipe_cache is None or pipe_cache[0] != raw.audio:
-                    try:
-                        pipe_cache = (raw.audio, run_pipe(raw.audio, raw.where, pipe_cwd))
-                    except AudioError as e:
-                        pipe_cache = (raw.audio, e)
-                if isinstance(pipe_cache[1], AudioError):
-                    raise pipe_cache[1]
-                source = pipe_cache[1]
+            source = raw.audio if audio_source is None else audio_source(raw)
             wav = load_audio(source, SAMPLE_RATE, offset=raw.offset, duration=raw.duration)
             sr, _, channels = audio_info(source)
         except AudioError as e:
@@ -644,8 +315,8 @@ def fingerprint(*paths: str | os.PathLike) -> list:
 
 def prepare_split(output_dir: str | os.PathLike, split: str, language: str, config: dict,
                   read: Callable[[PrepReport], list[RawUtterance]], *, strict: bool = False,
-                  require_text: bool = True, allow_pipes: bool = True,
-                  pipe_cwd: str | os.PathLike | None = None) -> Path:
+                  require_text: bool = True,
+                  audio_source: Callable[[RawUtterance], str | bytes] | None = None) -> Path:
     """Prepare one split: read -> build_manifest -> `<split>.jsonl`, `.skipped.tsv`, `.report.json`, `.done.json`.
 
     Idempotent: if `<split>.done.json` holds the same `config` (corpus, inputs with their sizes and times,
@@ -653,14 +324,14 @@ def prepare_split(output_dir: str | os.PathLike, split: str, language: str, conf
 
     Args:
         config: JSON-able description of the inputs and options; `read` turns them into raw utterances.
+        audio_source: see build_manifest.
     Returns:
         the manifest path.
     """
     output_dir = Path(output_dir)
     manifest, marker = output_dir / f"{split}.jsonl", output_dir / f"{split}.done.json"
     config = json.loads(json.dumps({"prep_version": PREP_VERSION, "split": split, "language": language,
-                                    "strict": strict, "require_text": require_text, "allow_pipes": allow_pipes,
-                                    **config}))
+                                    "strict": strict, "require_text": require_text, **config}))
     if manifest.is_file() and marker.is_file():
         try:
             done = read_json(marker)
@@ -672,7 +343,7 @@ def prepare_split(output_dir: str | os.PathLike, split: str, language: str, conf
     marker.unlink(missing_ok=True)  # from here on the old outputs are not known to match anything
     report = PrepReport(split=split, strict=strict)
     utts = build_manifest(read(report), language, output_dir, split, report, require_text=require_text,
-                          allow_pipes=allow_pipes, pipe_cwd=pipe_cwd)
+                          audio_source=audio_source)
     write_manifest(manifest, utts)
     rows = ["id\treason\tmessage"] + ["\t".join(re.sub(r"\s+", " ", f) for f in row) for row in report.skipped_ids]
     write_text(output_dir / f"{split}.skipped.tsv", "\n".join(rows) + "\n")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_prep.fleurs import prepare_fleurs
+from data_prep.fleurs import FLEURS_COLUMNS, prepare_fleurs
 from xlingual.audio import AudioError
-from xlingual.corpus import FLEURS_COLUMNS, ManifestError, read_manifest
+from xlingual.corpus import ManifestError, read_manifest
 
 # (file name, raw transcription, sample rate); FLEURS records each sentence several times: ids 1 and 2 repeat
 ROWS = {"train": [("1001.wav", "Hello, World!", 16000, 1), ("1002.wav", "Hello world.", 16000, 1),
