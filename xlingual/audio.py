@@ -80,6 +80,20 @@ def _describe(source) -> str:
     return f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
 
 
+def _undecodable(name: str, size: int | None, error: Exception) -> AudioError:
+    """The error for a file (or bytes) that exists but that libsndfile cannot decode.
+
+    libsndfile's own words mislead here: for a damaged .mp3 it says "File does not exist or is not a regular
+    file (possibly a pipe?)", although the file is there, so they are not repeated unless they add something.
+    """
+    detail = str(error).split(": ", 1)[-1].strip().rstrip(".")
+    if "does not exist" in detail or "possibly a pipe" in detail:
+        detail = "format not recognised"
+    what = name if size is None else f"{name} ({size} bytes)"
+    return AudioError(f"audio {what} cannot be decoded ({detail[:1].lower() + detail[1:]}): it is damaged, or not "
+                      f"WAV, FLAC, OGG or MP3; re-download it, or convert it to WAV or FLAC")
+
+
 def resample(wav: np.ndarray, orig_sr: int, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Band-limited resampling of a 1-D float32 waveform (polyphase, via scipy)."""
     if orig_sr == sr:
@@ -139,7 +153,7 @@ def load_audio(source: str | os.PathLike | bytes, sr: int = SAMPLE_RATE, offset:
     except AudioError:
         raise
     except Exception as e:  # libsndfile's errors are terse; say which file and what to do
-        raise AudioError(f"cannot decode audio {name}: {e} (is it a WAV/FLAC/OGG/MP3 file, and complete?)") from None
+        raise _undecodable(name, None if isinstance(source, (bytes, bytearray)) else size, e) from None
     if wav.shape[0] == 0:
         raise AudioError(f"audio {name} is empty (0 samples); remove the utterance or re-export the file",
                          reason="empty audio")
@@ -159,7 +173,8 @@ def audio_info(source: str | os.PathLike | bytes) -> tuple[int, int, int]:
     try:
         info = sf.info(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source))
     except Exception as e:
-        raise AudioError(f"cannot read audio header of {name}: {e}") from None
+        raise _undecodable(name, None if isinstance(source, (bytes, bytearray)) else os.path.getsize(source),
+                           e) from None
     return info.samplerate, info.frames, info.channels
 
 
