@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .audio import SAMPLE_RATE, AudioError, audio_info, load_audio, save_audio
-from .fileio import atomic_path, read_json, write_json, write_text
+from .fileio import atomic_path, read_json, safe_file_name, write_json, write_text
 
 
 class ManifestError(ValueError):
@@ -225,20 +225,6 @@ class PrepReport:
                 "skipped_total": self.num_skipped, "skipped": dict(self.skipped), "notes": dict(self.notes)}
 
 
-def _safe_name(utt_id: str) -> str:
-    """A file name for an utterance id; ids with other characters get a hash suffix to stay unique.
-
-    One path component that cannot leave its folder ('/' and '\\' are replaced), never hidden (no leading '.', so
-    '..' cannot name the parent) and short enough for any file system (long ids are cut, then hashed).
-    """
-    safe = re.sub(r"[^\w.-]", "_", utt_id)
-    if safe.startswith(".") or not safe:
-        safe = "_" + safe[1:]
-    if len(safe.encode()) > 120:
-        safe = safe[:40]
-    return safe if safe == utt_id else f"{safe}-{hashlib.sha1(utt_id.encode()).hexdigest()[:8]}"
-
-
 def build_manifest(raws: list[RawUtterance], language: str, output_dir: str | os.PathLike, split: str,
                    report: PrepReport, *, require_text: bool = True,
                    audio_source: Callable[[RawUtterance], str | bytes] | None = None) -> list[Utterance]:
@@ -294,7 +280,7 @@ def build_manifest(raws: list[RawUtterance], language: str, output_dir: str | os
         if in_place:
             audio, offset = str(Path(source).resolve()), raw.offset
         else:
-            audio, offset = str(audio_dir / f"{_safe_name(raw.id)}.wav"), 0.0
+            audio, offset = str(audio_dir / f"{safe_file_name(raw.id)}.wav"), 0.0
             save_audio(audio, wav, SAMPLE_RATE)
         utts.append(Utterance(id=raw.id, audio=audio, text=text, language=language, speaker=raw.speaker,
                               duration=round(len(wav) / SAMPLE_RATE, 4), offset=offset))

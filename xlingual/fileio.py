@@ -1,4 +1,4 @@
-"""Atomic file writes and experiment-folder locks.
+"""Atomic file writes, experiment-folder locks, and file names made from untrusted ids.
 
 Every output is written under a temporary name, then renamed: a killed job leaves either the previous complete
 file or the new complete file, never half of one. A write that fails (disk full, no permission) raises WriteError
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import inspect
 import json
 import os
@@ -225,3 +226,17 @@ def locked(folder: str | Callable[[dict], str | os.PathLike]):
                 return fn(*args, **kwargs)
         return wrapper
     return decorate
+
+
+def safe_file_name(utt_id: str) -> str:
+    """A file name for an utterance id; ids with other characters get a hash suffix to stay unique.
+
+    One path component that cannot leave its folder ('/' and '\\' are replaced), never hidden (no leading '.', so
+    '..' cannot name the parent) and short enough for any file system (long ids are cut, then hashed).
+    """
+    safe = re.sub(r"[^\w.-]", "_", utt_id)
+    if safe.startswith(".") or not safe:
+        safe = "_" + safe[1:]
+    if len(safe.encode()) > 120:
+        safe = safe[:40]
+    return safe if safe == utt_id else f"{safe}-{hashlib.sha1(utt_id.encode()).hexdigest()[:8]}"
