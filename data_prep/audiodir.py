@@ -11,7 +11,9 @@ import json
 import os
 from pathlib import Path
 
-from xlingual.corpus import ManifestError, PrepReport, RawUtterance, fingerprint, prepare_split
+from xlingual.corpus import ManifestError, PrepReport, RawUtterance, prepare_split
+
+from .common import fingerprint
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what read_audio_dir picks up (all decodable by soundfile)
 
@@ -23,10 +25,11 @@ def prepare_audiodir(audio_dir: str | os.PathLike, output_dir: str | os.PathLike
 
     The id is the path below `audio_dir` without suffix, the speaker the first sub-folder (else "unknown"). A
     transcript, when there is one, is `<stem>.txt` beside the audio; without one the text is empty, which
-    `read_manifest(path, require_text=False)` accepts.
+    `read_manifest(path, require_text=False)` accepts. A transcript file that cannot be used (empty, not UTF-8,
+    nothing left after normalization) leaves its audio in without text, counted and named in the report's notes.
 
     Args:
-        require_text: skip (or, if strict, raise for) audio without a transcript file.
+        require_text: skip (or, if strict, raise for) audio without a usable transcript file.
         strict: raise on the first bad file instead of skipping it; skips are listed in `<split>.skipped.tsv`.
     Returns:
         {split: manifest path}.
@@ -40,17 +43,18 @@ def prepare_audiodir(audio_dir: str | os.PathLike, output_dir: str | os.PathLike
     config = {"corpus": "audiodir", "audio_dir": str(audio_dir.resolve()), "suffixes": list(suffixes),
               "inputs": listing}
     manifest = prepare_split(output_dir, split, language, config,
-                             lambda report: read_audio_dir(audio_dir, report, suffixes),
-                             strict=strict, require_text=require_text)
+                             lambda report: read_audio_dir(audio_dir, report, suffixes, require_text),
+                             strict=strict, require_text=require_text, source=audio_dir)
     return {split: manifest}
 
 
-def read_audio_dir(audio_dir: str | os.PathLike, report: PrepReport,
-                   suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[RawUtterance]:
+def read_audio_dir(audio_dir: str | os.PathLike, report: PrepReport, suffixes: tuple[str, ...] = AUDIO_SUFFIXES,
+                   require_text: bool = False) -> list[RawUtterance]:
     """Utterances of a folder of audio files (searched recursively), e.g. a new language to rank sources for.
 
     The id is the path below `audio_dir` without its suffix; the speaker is the first folder below `audio_dir`
     (the usual `<speaker>/<file>` layout), else "unknown". A transcript is optional: `<stem>.txt` beside the audio.
+    One that is not UTF-8 is skipped with its audio when `require_text`, else noted and the audio kept.
 
     Raises:
         ManifestError: the folder is missing or holds no audio file.
@@ -65,14 +69,18 @@ def read_audio_dir(audio_dir: str | os.PathLike, report: PrepReport,
     for path in files:
         rel = path.relative_to(audio_dir).with_suffix("")
         utt = rel.as_posix()
-        sidecar, text = path.with_suffix(".txt"), None
+        sidecar, text, where = path.with_suffix(".txt"), None, str(path)
         if sidecar.is_file():
+            where = f"{path} (transcript {sidecar})"
             try:
                 text = sidecar.read_bytes().decode("utf-8-sig")
             except UnicodeDecodeError as e:
-                report.skip(utt, "non-UTF-8 transcript", f"{sidecar}: not UTF-8 ({e.reason} at byte {e.start}); "
-                                                         f"re-save it as UTF-8")
-                continue
+                msg = f"{sidecar}: not UTF-8 ({e.reason} at byte {e.start}); re-save it as UTF-8"
+                if require_text:
+                    report.skip(utt, "non-UTF-8 transcript", msg)
+                    continue
+                report.note("non-UTF-8 transcript (audio kept without text)", utt, f"{msg}; the audio is kept "
+                                                                                   f"without text")
         raws.append(RawUtterance(id=utt, audio=str(path.resolve()), text=text,
-                                 speaker=rel.parts[0] if len(rel.parts) > 1 else "unknown", where=str(path)))
+                                 speaker=rel.parts[0] if len(rel.parts) > 1 else "unknown", where=where))
     return raws

@@ -6,18 +6,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from xlingual.corpus import ManifestError, PrepReport, RawUtterance, fingerprint, prepare_split
+from xlingual.corpus import EmptyManifestError, ManifestError, PrepReport, RawUtterance, prepare_split
 
-from .common import read_lines
+from .common import fingerprint, prepare_splits, read_lines
 
 COMMONVOICE_REQUIRED = ("path", "sentence")  # columns found by name: the rest vary between releases
+SPLITS = ("train", "dev", "test")
+
+log = logging.getLogger(__name__)
 
 
 def prepare_commonvoice(cv_dir: str | os.PathLike, output_dir: str | os.PathLike, language: str,
-                        splits: list[str] | tuple[str, ...] = ("train", "dev", "test"), *,
+                        splits: list[str] | tuple[str, ...] | None = None, *,
                         strict: bool = False) -> dict[str, Path]:
     """Write `output_dir/<split>.jsonl` for Common Voice splits (`train`, `dev`, `test`, `validated`, ...).
 
@@ -26,29 +30,38 @@ def prepare_commonvoice(cv_dir: str | os.PathLike, output_dir: str | os.PathLike
 
     Args:
         cv_dir: the language folder of a release (holding `<split>.tsv` and `clips/`).
+        splits: default: those of train, dev, test that are there (a warning names the missing ones). A split
+            named here without its TSV is an error before anything is written.
         strict: raise on the first bad utterance (naming file:line and the fix) instead of skipping it; skips
             are listed in `<split>.skipped.tsv` and counted in `<split>.report.json`.
     Returns:
         {split: manifest path}.
     Raises:
-        ManifestError: no `<split>.tsv` or `clips/` folder, or a TSV without `path`/`sentence` columns.
+        ManifestError: no `<split>.tsv` or `clips/` folder, or a TSV without `path`/`sentence` columns (the
+            other splits are prepared first; see common.prepare_splits).
     """
     cv_dir = Path(cv_dir)
     clips = cv_dir / "clips"
     if not clips.is_dir():
         raise ManifestError(f"{cv_dir}: no clips/ folder; pass the language folder of a Common Voice release "
                             f"(it holds train.tsv, dev.tsv, test.tsv and clips/)")
-    out = {}
-    for split in splits:
-        tsv = cv_dir / f"{split}.tsv"
-        if not tsv.is_file():
-            found = sorted(p.stem for p in cv_dir.glob("*.tsv"))
-            raise ManifestError(f"{tsv} not found; splits in {cv_dir}: {found}")
+    tsvs = {split: cv_dir / f"{split}.tsv" for split in splits or SPLITS}
+    missing = [tsv for tsv in tsvs.values() if not tsv.is_file()]
+    if missing and (splits is not None or len(missing) == len(tsvs)):
+        found = sorted(p.stem for p in cv_dir.glob("*.tsv"))
+        raise ManifestError(f"{', '.join(map(str, missing))} not found; splits in {cv_dir}: {found} (nothing was "
+                            f"prepared)")
+    if missing:
+        log.warning("%s: %s missing, so preparing %s only", cv_dir, ", ".join(t.name for t in missing),
+                    ", ".join(s for s, t in tsvs.items() if t.is_file()))
+
+    def job(split: str, tsv: Path):
         config = {"corpus": "commonvoice", "tsv": str(tsv.resolve()), "inputs": fingerprint(tsv)}
-        out[split] = prepare_split(output_dir, split, language, config,
-                                   lambda report, t=tsv: read_commonvoice_tsv(t, clips, report),
-                                   strict=strict)
-    return out
+        return lambda: prepare_split(output_dir, split, language, config,
+                                     lambda report: read_commonvoice_tsv(tsv, clips, report), strict=strict,
+                                     source=tsv)
+
+    return prepare_splits({split: job(split, tsv) for split, tsv in tsvs.items() if tsv.is_file()}, strict)
 
 
 def read_commonvoice_tsv(tsv: str | os.PathLike, clips_dir: str | os.PathLike,
@@ -59,9 +72,13 @@ def read_commonvoice_tsv(tsv: str | os.PathLike, clips_dir: str | os.PathLike,
     the speaker is client_id. Quotes are not special: Common Voice writes the TSV unquoted.
 
     Raises:
-        ManifestError: the header lacks `path` or `sentence` (not a Common Voice split file).
+        ManifestError: the header lacks `path` or `sentence` (not a Common Voice split file); EmptyManifestError:
+            the file is empty.
     """
     tsv, clips_dir = Path(tsv), Path(clips_dir)
+    if tsv.stat().st_size == 0:
+        raise EmptyManifestError(f"{tsv} is empty (0 bytes), so there is nothing to prepare from it; download the "
+                                 f"release again, or leave the split out (--splits)")
     with open(tsv, "rb") as f:
         first = f.readline()
     try:

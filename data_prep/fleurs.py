@@ -13,15 +13,17 @@ Raw layout (as google/fleurs stores it on the HF hub, e.g. after
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from xlingual.corpus import ManifestError, PrepReport, RawUtterance, fingerprint, prepare_split
+from xlingual.corpus import ManifestError, PrepReport, RawUtterance, prepare_split
 from xlingual.fileio import WriteError, atomic_path, read_json, write_json
+from xlingual.progress import progress
 
-from .common import read_lines
+from .common import fingerprint, prepare_splits, read_lines
 from .hf import read_hf_dataset
 
 FLEURS_REPO = "google/fleurs"
@@ -31,6 +33,8 @@ FLEURS_COLUMNS = ("id", "file_name", "raw_transcription", "transcription", "phon
                   "num_samples", "gender")
 # The hub files say "dev"; the datasets loader calls that split "validation". Either name finds either.
 _ALIASES = {"dev": "validation", "validation": "dev"}
+
+log = logging.getLogger(__name__)
 
 
 def prepare_fleurs(source, output_dir: str | os.PathLike, language: str,
@@ -48,14 +52,18 @@ def prepare_fleurs(source, output_dir: str | os.PathLike, language: str,
         source: the raw layout (`data/<config>` folder, or the repo/`data` folder with `config`); a
             `datasets.Dataset` (one split: `splits` or its own `.split` names it) or `DatasetDict`; or a config
             name such as "bn_in", loaded with `load_dataset("google/fleurs", config)` (needs the network).
-        splits: default: train, dev, test (a Dataset: its own split).
+        splits: default: those of train, dev, test that the source has (a warning names the missing ones; a
+            Dataset: its own split). A split named here that the source lacks is an error before anything is
+            written.
         strict: raise on the first bad utterance (naming file:line or dataset[row] and the fix) instead of
             skipping it; skips are listed in `<split>.skipped.tsv` and counted in `<split>.report.json`.
     Returns:
         {split: manifest path}.
+    Raises:
+        ManifestError: a named split is missing, or a split cannot be prepared (the others are, first).
     """
     if isinstance(source, (str, os.PathLike)) and Path(source).exists():
-        return _prepare_raw(Path(source), Path(output_dir), language, splits or SPLITS, strict, config)
+        return _prepare_raw(Path(source), Path(output_dir), language, splits, strict, config)
     if isinstance(source, os.PathLike) or (isinstance(source, str) and ("/" in source or os.sep in source)):
         raise ManifestError(f"FLEURS folder not found: {source}")  # config names ("bn_in") have no slashes
     if isinstance(source, str):
@@ -69,13 +77,13 @@ def prepare_fleurs(source, output_dir: str | os.PathLike, language: str,
             raise ValueError(f"a Dataset is one split; pass one split name, not {list(splits)}")
         return {splits[0]: _prepare_dataset(source, Path(output_dir), language, splits[0], strict, config)}
     if hasattr(source, "keys"):  # datasets.DatasetDict
-        out = {}
-        for split in splits or SPLITS:
-            key = split if split in source else _ALIASES.get(split)
+        keys = {split: split if split in source else _ALIASES.get(split) for split in splits or SPLITS}
+        for split, key in keys.items():
             if key not in source:
                 raise ManifestError(f"split {split!r} is not in the DatasetDict (splits: {list(source.keys())})")
-            out[split] = _prepare_dataset(source[key], Path(output_dir), language, split, strict, config)
-        return out
+        jobs = {split: lambda s=split, k=key: _prepare_dataset(source[k], Path(output_dir), language, s, strict, config)
+                for split, key in keys.items()}
+        return prepare_splits(jobs, strict)
     raise ManifestError(f"FLEURS source not found or not understood: {source!r} (a folder, a config name, a "
                         f"Dataset or a DatasetDict)")
 
@@ -130,9 +138,10 @@ def _extract_wavs(tar_path: Path, dest: Path) -> Path:
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(tar_path, "r:*") as tf:
+        with tarfile.open(tar_path, "r:*") as tf, progress(desc=f"extract {tar_path}", unit="file") as bar:
             seen: dict[str, str] = {}
             for member in tf:
+                bar.update()
                 _check_member(member, tar_path, dest)
                 if member.isfile() and member.name.lower().endswith(".wav"):
                     name = Path(member.name).name
@@ -174,26 +183,41 @@ def _prepare_raw(root: Path, output_dir: Path, language: str, splits, strict: bo
                  config: str | None) -> dict[str, Path]:
     cdir = _config_dir(root, config)
     name = config or cdir.name
-    out = {}
-    for split in splits:
+    found: dict[str, tuple[Path, str]] = {}  # split -> (tsv, its name on disk); all checked before any is written
+    missing = []
+    for split in splits or SPLITS:
         disk = split if (cdir / f"{split}.tsv").is_file() else _ALIASES.get(split, split)
         tsv = cdir / f"{disk}.tsv"
         if not tsv.is_file():
-            raise ManifestError(f"{tsv} not found; download data/{name}/{disk}.tsv from {FLEURS_REPO}")
-        audio_dir, tar_path = cdir / "audio" / disk, cdir / "audio" / f"{disk}.tar.gz"
-        if not audio_dir.is_dir():
-            if not tar_path.is_file():
-                raise ManifestError(f"no FLEURS audio for {split!r}: neither {audio_dir}/ nor {tar_path}; download "
-                                    f"data/{name}/audio/{disk}.tar.gz from {FLEURS_REPO}")
-            audio_dir = _extract_wavs(tar_path, output_dir / "fleurs_audio" / disk)
-        cfg = {"corpus": "fleurs", "tsv": str(tsv.resolve()), "audio_dir": str(audio_dir.resolve()),
-               "inputs": fingerprint(tsv, tar_path)}
-        speaker = f"fleurs-{name}-{split}"
-        out[split] = prepare_split(output_dir, split, language, cfg,
-                                   lambda report, t=tsv, a=audio_dir, s=speaker: read_fleurs_tsv(t, a, report,
-                                                                                                 speaker=s),
-                                   strict=strict)
-    return out
+            missing.append(tsv)
+            continue
+        if not (cdir / "audio" / disk).is_dir() and not (cdir / "audio" / f"{disk}.tar.gz").is_file():
+            raise ManifestError(f"no FLEURS audio for {split!r}: neither {cdir / 'audio' / disk}/ nor "
+                                f"{cdir / 'audio' / disk}.tar.gz; download data/{name}/audio/{disk}.tar.gz from "
+                                f"{FLEURS_REPO}")
+        found[split] = (tsv, disk)
+    if missing and splits is not None:
+        raise ManifestError(f"{', '.join(map(str, missing))} not found; download "
+                            f"{', '.join(f'data/{name}/{t.name}' for t in missing)} from {FLEURS_REPO} (nothing "
+                            f"was prepared)")
+    if missing:
+        log.warning("%s: %s missing, so preparing %s only (download them from %s for the other splits)", cdir,
+                    ", ".join(t.name for t in missing), ", ".join(found), FLEURS_REPO)
+
+    def job(split: str, tsv: Path, disk: str):
+        def run() -> Path:
+            audio_dir, tar_path = cdir / "audio" / disk, cdir / "audio" / f"{disk}.tar.gz"
+            if not audio_dir.is_dir():
+                audio_dir = _extract_wavs(tar_path, output_dir / "fleurs_audio" / disk)
+            cfg = {"corpus": "fleurs", "tsv": str(tsv.resolve()), "audio_dir": str(audio_dir.resolve()),
+                   "inputs": fingerprint(tsv, tar_path)}
+            speaker = f"fleurs-{name}-{split}"
+            return prepare_split(output_dir, split, language, cfg,
+                                 lambda report: read_fleurs_tsv(tsv, audio_dir, report, speaker=speaker),
+                                 strict=strict, source=tsv)
+        return run
+
+    return prepare_splits({split: job(split, tsv, disk) for split, (tsv, disk) in found.items()}, strict)
 
 
 def _prepare_dataset(ds, output_dir: Path, language: str, split: str, strict: bool, config: str | None) -> Path:
@@ -204,7 +228,7 @@ def _prepare_dataset(ds, output_dir: Path, language: str, split: str, strict: bo
     return prepare_split(output_dir, split, language, cfg,
                          lambda report: read_hf_dataset(ds, report, text_column="raw_transcription", name=name,
                                                         speaker=f"fleurs-{config or language}-{split}"),
-                         strict=strict)
+                         strict=strict, source=name)
 
 
 def _prepare_hub(config: str, output_dir: Path, language: str, splits, strict: bool) -> dict[str, Path]:

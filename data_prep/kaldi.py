@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 from xlingual.audio import AudioError
-from xlingual.corpus import ManifestError, PrepReport, RawUtterance, fingerprint, prepare_split
+from xlingual.corpus import EmptyManifestError, ManifestError, PrepReport, RawUtterance, prepare_split
 
-from .common import read_lines
+from .common import fingerprint, prepare_splits, read_lines
 
 KALDI_FILES = ("wav.scp", "text", "segments", "utt2spk")
 PIPE_TIMEOUT_S = 600  # one Kaldi wav.scp command (a whole recording) should never take this long
@@ -30,7 +30,8 @@ def prepare_kaldi(data_root: str | os.PathLike, output_dir: str | os.PathLike, l
     wav.scp entries may be commands ending in '|' (`sph2pipe -f wav -p a.sph |`, `sox a.sph -t wav - |`). They
     are the user's own data preparation and are run as Kaldi runs them, through the shell (with `root` as the
     working directory); their output is decoded and saved as 16 kHz WAV under `output_dir/audio/<split>/`.
-    Pass allow_pipes=False to refuse to run commands (those utterances are then skipped, or raise if strict).
+    A wav.scp from elsewhere is therefore code: pass allow_pipes=False (`--no-pipes`) to refuse to run commands
+    (those utterances are then skipped and counted, or raise if strict).
 
     Args:
         data_root: a Kaldi data dir (holding wav.scp): one split, named `splits[0]` or after the folder; or a
@@ -42,6 +43,9 @@ def prepare_kaldi(data_root: str | os.PathLike, output_dir: str | os.PathLike, l
         root: folder relative wav.scp paths and commands are relative to (Kaldi's recipe dir; default: cwd).
     Returns:
         {split: manifest path}.
+    Raises:
+        ManifestError: a named split has no data dir (nothing is written then), or a split cannot be prepared
+            (the others are, first; see common.prepare_splits).
     """
     data_root = Path(data_root)
     if (data_root / "wav.scp").is_file():
@@ -57,16 +61,29 @@ def prepare_kaldi(data_root: str | os.PathLike, output_dir: str | os.PathLike, l
     else:
         raise ManifestError(f"Kaldi data folder not found: {data_root}")
     root = Path(root).resolve() if root is not None else Path.cwd()
+    for split, data_dir in dirs.items():  # every split's files, before any split is written
+        _check_data_dir(data_dir, require_text, split)
 
-    out = {}
-    for split, data_dir in dirs.items():
+    def job(split: str, data_dir: Path):
         config = {"corpus": "kaldi", "data_dir": str(data_dir.resolve()), "root": str(root),
                   "allow_pipes": allow_pipes, "inputs": fingerprint(*(data_dir / f for f in KALDI_FILES))}
-        out[split] = prepare_split(
+        return lambda: prepare_split(
             output_dir, split, language, config,
-            lambda report, d=data_dir: read_kaldi_dir(d, report, require_text=require_text, root=root),
-            strict=strict, require_text=require_text, audio_source=PipeAudio(allow_pipes, root))
-    return out
+            lambda report: read_kaldi_dir(data_dir, report, require_text=require_text, root=root),
+            strict=strict, require_text=require_text, audio_source=PipeAudio(allow_pipes, root), source=data_dir)
+
+    return prepare_splits({split: job(split, d) for split, d in dirs.items()}, strict)
+
+
+def _check_data_dir(data_dir: Path, require_text: bool, split: str | None = None) -> None:
+    """Raise ManifestError unless `data_dir` holds wav.scp (and text, when required)."""
+    what = f"split {split!r}: " if split else ""
+    if not (data_dir / "wav.scp").is_file():
+        raise ManifestError(f"{what}{data_dir}: no wav.scp; a Kaldi data dir holds wav.scp and text "
+                            f"(optionally segments, utt2spk)")
+    if require_text and not (data_dir / "text").is_file():
+        raise ManifestError(f"{what}{data_dir}: no text file; add one, or pass require_text=False for audio-only "
+                            f"data")
 
 
 def _kaldi_table(path: Path, report: PrepReport, *, reason: str = "malformed line",
@@ -97,17 +114,17 @@ def read_kaldi_dir(data_dir: str | os.PathLike, report: PrepReport, *, require_t
     Kaldi. Inconsistencies between the files are reported per utterance (see the skip reasons above).
 
     Raises:
-        ManifestError: no wav.scp, or no text file while `require_text`.
+        ManifestError: no wav.scp, or no text file while `require_text`; EmptyManifestError: `text` is empty.
     """
     data_dir = Path(data_dir)
     root = Path(root) if root is not None else Path.cwd()
     wav_scp, text_file = data_dir / "wav.scp", data_dir / "text"
     segments_file, utt2spk_file = data_dir / "segments", data_dir / "utt2spk"
-    if not wav_scp.is_file():
-        raise ManifestError(f"{data_dir}: no wav.scp; a Kaldi data dir holds wav.scp and text "
-                            f"(optionally segments, utt2spk)")
-    if require_text and not text_file.is_file():
-        raise ManifestError(f"{data_dir}: no text file; add one, or pass require_text=False for audio-only data")
+    _check_data_dir(data_dir, require_text)
+    if require_text and text_file.stat().st_size == 0:
+        raise EmptyManifestError(f"{text_file} is empty (0 bytes): no transcripts, so nothing to prepare from "
+                                 f"{data_dir}; re-create it (did the step that writes it fail?), or leave the split "
+                                 f"out (--splits)")
 
     recordings = _kaldi_table(wav_scp, report)
     for rec, (where, value) in list(recordings.items()):
@@ -206,8 +223,9 @@ class PipeAudio:
         if not is_command(raw.audio):
             return raw.audio
         if not self.allow:
-            raise AudioError(f"{raw.where}: audio is a command (`{raw.audio}`) and allow_pipes=False; "
-                             f"pass allow_pipes=True to run it", reason="pipe not allowed")
+            raise AudioError(f"{raw.where}: audio is a command (`{raw.audio}`), and running commands is off "
+                             f"(--no-pipes, allow_pipes=False); convert the audio to files and list those, or "
+                             f"prepare without --no-pipes if you trust this wav.scp", reason="pipe not allowed")
         if self._last is None or self._last[0] != raw.audio:
             try:
                 self._last = (raw.audio, run_pipe(raw.audio, raw.where, self.cwd))

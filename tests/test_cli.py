@@ -33,3 +33,30 @@ def test_prepare_audiodir_through_cli(tmp_path, make_wav, capsys):
 def test_missing_kaldi_dir_is_a_clear_error(tmp_path, capsys):
     assert main(["prepare", "kaldi", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--language", "bn"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code", ["", " ", "b n", "../bn", "12", "bn/x"])
+def test_prepare_refuses_an_empty_or_malformed_language_code(tmp_path, make_wav, capsys, code):
+    make_wav(tmp_path / "in" / "a.wav")
+    assert main(["prepare", "audiodir", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                 "--language", code]) == 2
+    err = capsys.readouterr().err
+    assert f"language code {code!r}" in err and "--language" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_language_without_a_normalizer_is_one_warning_naming_the_generic_one(tmp_path, make_wav, caplog,
+                                                                            monkeypatch):
+    from xlingual import text
+
+    monkeypatch.setattr(text, "_warned", set())  # once per process: other tests may have warned for 'xx'
+    make_wav(tmp_path / "in" / "a.wav")
+    (tmp_path / "in" / "a.txt").write_text("Hello there")
+    assert main(["prepare", "audiodir", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                 "--language", "xx"]) == 0
+    [warning] = [r.message for r in caplog.records if "NORMALIZERS" in r.message]
+    assert "'xx'" in warning and "generic normalization" in warning and "\n" not in warning
+    caplog.clear()
+    assert main(["prepare", "audiodir", str(tmp_path / "in"), "--out", str(tmp_path / "out2"),
+                 "--language", "tr"]) == 0  # Turkish has its own: no warning
+    assert not [r for r in caplog.records if "NORMALIZERS" in r.message]

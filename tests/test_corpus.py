@@ -115,3 +115,61 @@ def test_prep_report_summary_and_strict():
     assert report.to_dict()["skipped"] == {"missing audio": 2, "empty transcript": 1}
     with pytest.raises(ManifestError, match="x.wav missing"):
         PrepReport("train", strict=True).skip("a", "missing audio", "x.wav missing")
+
+
+# ------------------------------------------------------------------ too short for the features, CTC feasibility
+
+def test_duration_below_the_minimum_names_the_line_and_utterance(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(line() + "\n" + line(id="click", duration=0.01) + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as e:
+        read_manifest(path)
+    assert f"{path}:2" in str(e.value) and "'click'" in str(e.value) and "too short" in str(e.value)
+
+
+def test_empty_manifest_refused_when_asked(tmp_path):
+    from xlingual.corpus import EmptyManifestError
+
+    path = tmp_path / "dev.jsonl"
+    path.write_text("")
+    assert read_manifest(path) == []  # callers that accept nothing (audio-only queries) still can
+    with pytest.raises(EmptyManifestError, match=r"dev.jsonl: no utterances"):
+        read_manifest(path, allow_empty=False)
+    (tmp_path / "dev.report.json").write_text(json.dumps({"split": "dev", "kept": 0, "hours": 0, "skipped_total": 3,
+                                                          "skipped": {"too short": 3}, "notes": {}}))
+    with pytest.raises(EmptyManifestError, match=r"skipped 3.*too short x3"):  # the preparation's own account
+        read_manifest(path, allow_empty=False)
+
+
+def test_output_frames_match_the_features_and_the_model():
+    import numpy as np
+    import torch
+
+    from xlingual.config import FeatureConfig
+    from xlingual.corpus import MIN_DURATION_S, output_frames
+    from xlingual.features import LogMel
+    from xlingual.model import subsampled_lengths
+
+    logmel = LogMel(FeatureConfig())
+    for samples in (int(MIN_DURATION_S * 16000), 1601, 2399, 16000, 16123):
+        frames = logmel(np.zeros(samples, dtype=np.float32)).shape[0]
+        expected = int(subsampled_lengths(torch.tensor([frames]))[0])
+        assert output_frames(samples / 16000) == expected
+    assert output_frames(MIN_DURATION_S) >= 3  # the minimum leaves a few output frames
+
+
+def test_ctc_feasible_agrees_with_torch_ctc_loss():
+    import torch
+
+    from xlingual.corpus import ctc_feasible
+
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n_labels = int(torch.randint(1, 7, (1,), generator=rng))
+        labels = torch.randint(1, 3, (n_labels,), generator=rng)  # 2 symbols: plenty of repeats
+        frames = int(torch.randint(1, 12, (1,), generator=rng))
+        logp = torch.randn(frames, 1, 3, generator=rng).log_softmax(-1)
+        loss = torch.nn.functional.ctc_loss(logp, labels[None], torch.tensor([frames]), torch.tensor([n_labels]),
+                                            reduction="sum", zero_infinity=False)
+        assert ctc_feasible(frames, labels.tolist()) == bool(torch.isfinite(loss)), (frames, labels.tolist())
+    assert ctc_feasible(3, "ab") and not ctc_feasible(3, "aab") and ctc_feasible(4, "aab")

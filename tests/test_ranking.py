@@ -10,7 +10,7 @@ from scipy.stats import kendalltau, spearmanr
 from helpers import build_corpus, split_utts, tiny_lid_config
 from xlingual.cli import main
 from xlingual.config import to_dict
-from xlingual.corpus import Utterance, read_manifest
+from xlingual.corpus import Utterance, read_manifest, write_manifest
 from xlingual.lid import average_posteriors, load_lid, posteriors_for, train_lid, utterance_posteriors
 from xlingual.ranking import (evaluate_ranking, inventory_overlap, inventory_scores, rank_query, rank_sources,
                               read_wer_matrix, select_by_lid, select_utterances, typology_available,
@@ -233,6 +233,22 @@ def test_cli_rank_json(lid_run, capsys):
     assert "1. " in capsys.readouterr().out
     assert main(["rank", "--lid", str(best), "--target", str(corpus / "nowhere.jsonl")]) == 2
     assert "target not found" in capsys.readouterr().err
+
+
+def test_rank_names_a_clip_too_short_for_the_features(lid_run, tmp_path, make_wav, capsys):
+    """A 10 ms clip used to crash deep inside torch's STFT ("Padding size should be less than ...")."""
+    _, best, _ = lid_run
+    make_wav(tmp_path / "new" / "speech.wav", seconds=1.0)
+    make_wav(tmp_path / "new" / "click.wav", seconds=0.01)
+    utts = [Utterance("speech", str(tmp_path / "new" / "speech.wav"), "", "xx", "s", 1.0),
+            Utterance("click", str(tmp_path / "new" / "click.wav"), "", "xx", "s", 0.01)]
+    write_manifest(tmp_path / "target.jsonl", utts)
+    assert main(["rank", "--lid", str(best), "--target", str(tmp_path / "target.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'target.jsonl'}:2" in err and "'click'" in err
+    # an audio folder is prepared first: the click is skipped and counted, the rest is ranked
+    assert main(["rank", "--lid", str(best), "--target", str(tmp_path / "new"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_utterances"] == 1
 
 
 def test_select_by_lid_takes_the_most_target_like_pool_utterances(lid_run, tmp_path):

@@ -49,6 +49,8 @@ def _prepare_corpus(args) -> None:
     kwargs = {"strict": args.strict}
     if getattr(args, "root", None):
         kwargs["root"] = args.root
+    if getattr(args, "no_pipes", False):
+        kwargs["allow_pipes"] = False
     if args.splits:
         kwargs["splits"] = tuple(args.splits)
     paths = prepare(args.source, args.out, args.language, **kwargs)
@@ -361,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "kaldi":
             c.add_argument("--root", help="the Kaldi recipe folder that relative wav.scp paths and commands are "
                            "relative to (default: the current folder)")
+            c.add_argument("--no-pipes", action="store_true", help="do not run wav.scp commands ('... |'): they "
+                           "run through the shell, so an untrusted data folder is code; such utterances are "
+                           "skipped and counted (an error with --strict)")
         c.add_argument("--strict", action="store_true", help="stop at the first bad utterance instead of "
                        "skipping and counting it")
         c.set_defaults(func=_prepare_corpus)

@@ -29,6 +29,10 @@ class ManifestError(ValueError):
     """A manifest or corpus file that cannot be used; the message names file, line and fix."""
 
 
+class EmptyManifestError(ManifestError):
+    """A split with no utterance: an empty listing, or one whose every utterance was skipped at preparation."""
+
+
 @dataclass
 class Utterance:
     id: str  # unique within a manifest
@@ -43,16 +47,54 @@ class Utterance:
 _REQUIRED = ("id", "audio", "text", "language", "speaker", "duration")
 _KNOWN = {f.name for f in fields(Utterance)}
 
+# The shortest utterance kept. The log-mel's STFT (n_fft 512, centred) cannot pad a signal of 256 samples (16 ms)
+# or fewer and fails inside torch; 100 ms is well above that and leaves 3 output frames after the model's 4x
+# subsampling (11 feature frames -> 6 -> 3): enough for a short word's CTC labels and for an LID average. Nothing
+# shorter is speech a transcript can describe.
+MIN_DURATION_S = 0.1
+FEATURE_HOP_MS = 10.0  # the default FeatureConfig.hop_ms: 100 feature frames per second
 
-def read_manifest(path: str | os.PathLike, require_text: bool = True) -> list[Utterance]:
+
+def output_frames(duration: float, hop_ms: float = FEATURE_HOP_MS) -> int:
+    """Model output frames for `duration` seconds of 16 kHz audio.
+
+    The log-mel gives T = 1 + samples // hop frames (features.LogMel); the model's two stride-2 convolutions
+    give ceil(ceil(T/2)/2) (model.subsampled_lengths): one output per 40 ms at the default hop.
+    """
+    t = 1 + int(round(duration * SAMPLE_RATE)) // int(round(hop_ms * SAMPLE_RATE / 1000))
+    return ((t + 1) // 2 + 1) // 2
+
+
+def ctc_min_frames(labels) -> int:
+    """The fewest output frames CTC can align `labels` to: one per label, plus a blank between each two equal
+    adjacent labels (CTC cannot emit "a a" without one)."""
+    labels = list(labels)
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+
+
+def ctc_feasible(n_output_frames: int, labels) -> bool:
+    """Whether CTC can align `labels` (any sequence: unit ids, or a string's characters) to `n_output_frames`.
+
+    When it cannot, the CTC loss of the utterance is infinite (or zeroed by zero_infinity, which hides it).
+    At preparation the labels are estimated by the normalized transcript's characters (a space standing for the
+    word separator unit); training can check the real unit sequence with the same function.
+    """
+    return n_output_frames >= ctc_min_frames(labels)
+
+
+def read_manifest(path: str | os.PathLike, require_text: bool = True,
+                  allow_empty: bool = True) -> list[Utterance]:
     """Read and validate a JSONL manifest; audio paths are resolved against the manifest's folder.
 
     Args:
         require_text: False accepts empty transcripts (audio-only manifests, e.g. a new language to rank
             sources for by language ID).
+        allow_empty: False raises EmptyManifestError for a manifest without utterances (training and dev
+            sets need some), with the preparation's account of what it skipped when its report is beside it.
     Raises:
         ManifestError naming the file and line of the first problem: bad JSON, missing/unknown fields, wrong
-        types, empty text, non-positive or non-finite duration, negative offset, duplicate ids.
+        types, empty text, non-positive or non-finite duration, a duration under MIN_DURATION_S (too short for
+        the features), negative offset, duplicate ids.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,13 +136,32 @@ def read_manifest(path: str | os.PathLike, require_text: bool = True) -> list[Ut
         if not (math.isfinite(duration) and duration > 0 and math.isfinite(offset) and offset >= 0):
             raise ManifestError(f"{where}: utterance {rec['id']!r} needs a finite duration > 0 and offset >= 0, "
                                 f"got duration={duration!r}, offset={offset!r}")
+        if duration < MIN_DURATION_S:
+            raise ManifestError(f"{where}: utterance {rec['id']!r} is too short ({duration * 1000:.0f} ms; the "
+                                f"minimum is {MIN_DURATION_S * 1000:.0f} ms, below which features cannot be "
+                                f"computed); remove it from the manifest (data preparation skips such clips)")
         if rec["id"] in seen:
             raise ManifestError(f"{where}: duplicate utterance id {rec['id']!r} (first on line {seen[rec['id']]})")
         seen[rec["id"]] = lineno
         audio = Path(rec["audio"])
         rec["audio"] = str(audio if audio.is_absolute() else (path.parent / audio).resolve())
         utts.append(Utterance(**rec))
+    if not utts and not allow_empty:
+        raise EmptyManifestError(f"{path}: no utterances{_prep_account(path)}")
     return utts
+
+
+def _prep_account(manifest: Path) -> str:
+    """The end of an empty-manifest message: what its preparation (`<split>.report.json` beside it) skipped."""
+    stem = manifest.with_suffix("")
+    try:
+        skipped = dict(read_json(Path(f"{stem}.report.json"))["skipped"])
+    except (OSError, ValueError, KeyError, TypeError):
+        skipped = {}
+    if not skipped:
+        return "; prepare the split again (xlingual prepare ...), or use a manifest with utterances"
+    return (f"; its preparation skipped {sum(skipped.values())}: {', '.join(f'{r} x{n}' for r, n in skipped.items())} "
+            f"({stem}.skipped.tsv names each one and its fix): fix the input and prepare it again")
 
 
 def write_manifest(path: str | os.PathLike, utts: list[Utterance]) -> None:
@@ -149,17 +210,19 @@ def subset_hours(utts: list[Utterance], hours: float, seed: int = 0) -> list[Utt
 # Real corpora -> manifest.
 #
 # Each corpus reader (data_prep/<corpus>.py) turns its on-disk listing into RawUtterance records (audio source +
-# transcript as written); build_manifest() then checks every one the same way: unique id, normalizable transcript, decodable finite audio,
-# measured duration. Bad utterances go through PrepReport.skip(): counted by reason and listed in
-# <split>.skipped.tsv, or, with strict=True, raised with the file:line (or utterance id) and the fix.
+# transcript as written); build_manifest() then checks every one the same way: unique id, normalizable
+# transcript, decodable finite audio, measured duration of at least MIN_DURATION_S, a transcript CTC can align
+# to it. Bad utterances go through PrepReport.skip(): counted by reason and listed in <split>.skipped.tsv, or,
+# with strict=True, raised with the file:line (or utterance id) and the fix. prepare_split() writes the files
+# and refuses a split left without utterances.
 #
 # Skip reasons: malformed line, non-UTF-8 transcript, duplicate id, missing transcript, empty transcript,
 # unnormalizable transcript, no audio (a transcript without audio), no transcript (audio without a transcript),
 # unknown recording, bad segment, segment past end, missing audio, unreadable audio, truncated audio, empty audio,
-# non-finite audio, pipe command failed, pipe not allowed.
+# non-finite audio, too short, transcript too long, pipe command failed, pipe not allowed.
 # --------------------------------------------------------------------------------------------------------------
 
-PREP_VERSION = 1  # bump when preparation changes what it writes, so that completed outputs are rebuilt
+PREP_VERSION = 2  # bump when preparation changes what it writes, so that completed outputs are rebuilt
 IN_PLACE_SUFFIXES = (".wav", ".flac")  # files referenced where they are when already 16 kHz mono
 
 log = logging.getLogger(__name__)
@@ -190,6 +253,7 @@ class PrepReport:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     notes: dict[str, int] = field(default_factory=dict)  # e.g. "resampled 8000->16000 Hz" -> count
     skipped_ids: list[tuple[str, str, str]] = field(default_factory=list)  # (id, reason, message)
+    noted: list[tuple[str, str, str]] = field(default_factory=list)  # (id, note, message): kept, with a problem
     _ids: set[str] = field(default_factory=set, init=False, repr=False)  # ids in skipped_ids: was_skipped()
 
     def skip(self, utt_id: str, reason: str, message: str, error: type[ValueError] = ManifestError) -> None:
@@ -204,25 +268,34 @@ class PrepReport:
         """Whether `utt_id` was already reported, so that one bad utterance is counted once."""
         return utt_id in self._ids
 
-    def note(self, what: str) -> None:
+    def note(self, what: str, utt_id: str | None = None, message: str | None = None) -> None:
+        """Count a change made to a kept utterance; with a message, also list it (by id) in the report."""
         self.notes[what] = self.notes.get(what, 0) + 1
+        if message is not None:
+            self.noted.append((utt_id or "", what, message))
 
     @property
     def num_skipped(self) -> int:
         return sum(self.skipped.values())
 
+    @property
+    def reasons(self) -> str:
+        """'reason xK, ...', the most frequent first."""
+        return ", ".join(f"{r} x{n}" for r, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]))
+
     def summary(self) -> str:
         """One line: 'kept N, skipped M: reason xK, ...' (+ notes)."""
         line = f"{self.split}: kept {self.kept} ({self.hours:.2f} h), skipped {self.num_skipped}"
         if self.skipped:
-            line += ": " + ", ".join(f"{r} x{n}" for r, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]))
+            line += ": " + self.reasons
         if self.notes:
             line += "; notes: " + ", ".join(f"{r} x{n}" for r, n in sorted(self.notes.items()))
         return line
 
     def to_dict(self) -> dict:
         return {"split": self.split, "kept": self.kept, "hours": round(self.hours, 4),
-                "skipped_total": self.num_skipped, "skipped": dict(self.skipped), "notes": dict(self.notes)}
+                "skipped_total": self.num_skipped, "skipped": dict(self.skipped), "notes": dict(self.notes),
+                "noted": [{"id": i, "note": n, "message": m} for i, n, m in self.noted]}
 
 
 def build_manifest(raws: list[RawUtterance], language: str, output_dir: str | os.PathLike, split: str,
@@ -230,8 +303,11 @@ def build_manifest(raws: list[RawUtterance], language: str, output_dir: str | os
                    audio_source: Callable[[RawUtterance], str | bytes] | None = None) -> list[Utterance]:
     """Check, decode and normalize raw utterances into manifest entries; bad ones go to `report`.
 
-    Transcripts are normalized with text.normalize_or_raise for `language`. Audio is decoded in full (which is
-    what catches unreadable, truncated, empty and NaN/inf audio) and its duration measured. A 16 kHz mono
+    Transcripts are normalized with text.normalize_or_raise for `language`; without require_text, a transcript
+    that cannot be used leaves the audio in without text (noted in the report). Audio is decoded in full (which
+    is what catches unreadable, truncated, empty and NaN/inf audio) and its duration measured: clips under
+    MIN_DURATION_S, and transcripts CTC cannot align to the clip's output frames (ctc_feasible, one label per
+    character), are skipped. A 16 kHz mono
     WAV/FLAC file is referenced in place (with its segment offset); anything else (other rates, several
     channels, MP3/OGG, HF bytes, Kaldi command output) is written as a 16 kHz mono WAV to
     `output_dir/audio/<split>/<id>.wav`, so the manifest only points at plain files.
@@ -240,69 +316,86 @@ def build_manifest(raws: list[RawUtterance], language: str, output_dir: str | os
         audio_source: turns a raw utterance's `audio` into a file path or encoded bytes, raising AudioError
             (e.g. data_prep.kaldi runs wav.scp commands); default: `audio` as it is.
     """
-    from .text import TextError, normalize_or_raise  # text.py does not import corpus; late import keeps it so
+    from .progress import progress
+    from .text import warn_generic_normalization
 
     audio_dir = Path(output_dir) / "audio" / split
     seen: dict[str, str] = {}
     utts: list[Utterance] = []
-    for raw in raws:
-        if raw.id in seen:
-            report.skip(raw.id, "duplicate id", f"{raw.where}: duplicate utterance id {raw.id!r} (first at "
-                                                f"{seen[raw.id]}); rename or remove one of them")
-            continue
-        seen[raw.id] = raw.where
-        if raw.text is None:
-            if require_text:
-                report.skip(raw.id, "missing transcript", f"{raw.where}: utterance {raw.id!r} has no transcript; "
-                                                          f"add one, or prepare with require_text=False")
+    if any(raw.text is not None for raw in raws):
+        warn_generic_normalization(language)
+    with progress(total=len(raws), desc=f"prepare {split}", unit="utt") as bar:
+        for raw in raws:
+            bar.set_postfix(kept=len(utts), skipped=report.num_skipped)
+            bar.update()
+            if raw.id in seen:
+                report.skip(raw.id, "duplicate id", f"{raw.where}: duplicate utterance id {raw.id!r} (first at "
+                                                    f"{seen[raw.id]}); rename or remove one of them")
                 continue
-            text = ""
-        else:
-            try:
-                text = normalize_or_raise(raw.text, language, f"{raw.where}: utterance {raw.id!r}")
-            except TextError as e:
-                report.skip(raw.id, "unnormalizable transcript" if raw.text.strip() else "empty transcript", str(e))
-                continue
-        try:
-            source = raw.audio if audio_source is None else audio_source(raw)
-            wav = load_audio(source, SAMPLE_RATE, offset=raw.offset, duration=raw.duration)
-            sr, _, channels = audio_info(source)
-        except AudioError as e:
-            msg = str(e) if str(e).startswith(raw.where) else f"{raw.where}: utterance {raw.id!r}: {e}"
-            report.skip(raw.id, e.reason, msg, AudioError)
-            continue
-        if sr != SAMPLE_RATE:
-            report.note(f"resampled {sr}->{SAMPLE_RATE} Hz")
-        if channels > 1:
-            report.note(f"downmixed {channels} channels to mono")
-        in_place = (isinstance(source, str) and Path(source).suffix.lower() in IN_PLACE_SUFFIXES
-                    and sr == SAMPLE_RATE and channels == 1)
-        if in_place:
-            audio, offset = str(Path(source).resolve()), raw.offset
-        else:
-            audio, offset = str(audio_dir / f"{safe_file_name(raw.id)}.wav"), 0.0
-            save_audio(audio, wav, SAMPLE_RATE)
-        utts.append(Utterance(id=raw.id, audio=audio, text=text, language=language, speaker=raw.speaker,
-                              duration=round(len(wav) / SAMPLE_RATE, 4), offset=offset))
+            seen[raw.id] = raw.where
+            utt = _build_one(raw, language, audio_dir, report, require_text, audio_source)
+            if utt is not None:
+                utts.append(utt)
+        bar.set_postfix(kept=len(utts), skipped=report.num_skipped)
     report.kept = len(utts)
     report.hours = total_hours(utts)
     return utts
 
 
-def fingerprint(*paths: str | os.PathLike) -> list:
-    """[path, size, mtime_ns] per input file (None if absent): a changed corpus file invalidates a prepared split."""
-    out = []
-    for p in paths:
-        p = Path(p)
-        st = p.stat() if p.exists() else None
-        out.append([str(p.resolve()), st.st_size if st else None, st.st_mtime_ns if st else None])
-    return out
+def _build_one(raw: RawUtterance, language: str, audio_dir: Path, report: PrepReport, require_text: bool,
+               audio_source: Callable[[RawUtterance], str | bytes] | None) -> Utterance | None:
+    """build_manifest for one utterance: its manifest entry, or None when it was skipped (into `report`)."""
+    from .text import TextError, normalize_or_raise  # text.py does not import corpus; late import keeps it so
+
+    text = ""
+    if raw.text is None and require_text:
+        return report.skip(raw.id, "missing transcript", f"{raw.where}: utterance {raw.id!r} has no transcript; "
+                                                         f"add one, or prepare with require_text=False")
+    if raw.text is not None:
+        try:
+            text = normalize_or_raise(raw.text, language, f"{raw.where}: utterance {raw.id!r}")
+        except TextError as e:
+            reason = "unnormalizable transcript" if raw.text.strip() else "empty transcript"
+            if require_text:
+                return report.skip(raw.id, reason, str(e))
+            report.note(f"{reason} (audio kept without text)", raw.id, f"{e}; the audio is kept without text")
+    try:
+        source = raw.audio if audio_source is None else audio_source(raw)
+        wav = load_audio(source, SAMPLE_RATE, offset=raw.offset, duration=raw.duration)
+        sr, _, channels = audio_info(source)
+    except AudioError as e:
+        msg = str(e) if str(e).startswith(raw.where) else f"{raw.where}: utterance {raw.id!r}: {e}"
+        return report.skip(raw.id, e.reason, msg, AudioError)
+    duration = round(len(wav) / SAMPLE_RATE, 4)
+    if duration < MIN_DURATION_S:
+        return report.skip(raw.id, "too short", f"{raw.where}: utterance {raw.id!r} is {duration * 1000:.0f} ms "
+                                                f"long, under the {MIN_DURATION_S * 1000:.0f} ms minimum (features "
+                                                f"cannot be computed); remove it, or fix its segment times")
+    frames = output_frames(duration)
+    if text and not ctc_feasible(frames, text):
+        return report.skip(raw.id, "transcript too long", (
+            f"{raw.where}: utterance {raw.id!r}: its transcript needs at least {ctc_min_frames(text)} output "
+            f"frames ({len(text)} characters, spaces included, and one per doubled letter) but {duration:.2f} s "
+            f"gives {frames} output frames (one per 40 ms), so CTC cannot align it; check that the transcript "
+            f"belongs to this audio (or the segment times), or remove it"))
+    if sr != SAMPLE_RATE:
+        report.note(f"resampled {sr}->{SAMPLE_RATE} Hz")
+    if channels > 1:
+        report.note(f"downmixed {channels} channels to mono")
+    if isinstance(source, str) and Path(source).suffix.lower() in IN_PLACE_SUFFIXES and sr == SAMPLE_RATE \
+            and channels == 1:
+        audio, offset = str(Path(source).resolve()), raw.offset
+    else:
+        audio, offset = str(audio_dir / f"{safe_file_name(raw.id)}.wav"), 0.0
+        save_audio(audio, wav, SAMPLE_RATE)
+    return Utterance(id=raw.id, audio=audio, text=text, language=language, speaker=raw.speaker, duration=duration,
+                     offset=offset)
 
 
 def prepare_split(output_dir: str | os.PathLike, split: str, language: str, config: dict,
                   read: Callable[[PrepReport], list[RawUtterance]], *, strict: bool = False,
-                  require_text: bool = True,
-                  audio_source: Callable[[RawUtterance], str | bytes] | None = None) -> Path:
+                  require_text: bool = True, audio_source: Callable[[RawUtterance], str | bytes] | None = None,
+                  source: str | os.PathLike | None = None) -> Path:
     """Prepare one split: read -> build_manifest -> `<split>.jsonl`, `.skipped.tsv`, `.report.json`, `.done.json`.
 
     Idempotent: if `<split>.done.json` holds the same `config` (corpus, inputs with their sizes and times,
@@ -311,9 +404,17 @@ def prepare_split(output_dir: str | os.PathLike, split: str, language: str, conf
     Args:
         config: JSON-able description of the inputs and options; `read` turns them into raw utterances.
         audio_source: see build_manifest.
+        source: the file or folder that lists the split, named when it yields no utterance.
     Returns:
         the manifest path.
+    Raises:
+        TextError: `language` is not a language code.
+        EmptyManifestError: no utterance was kept (an empty listing, or every one skipped). No manifest is
+            written (an older one is removed); `.skipped.tsv` and `.report.json` say why.
     """
+    from .text import check_language_code
+
+    check_language_code(language)
     output_dir = Path(output_dir)
     manifest, marker = output_dir / f"{split}.jsonl", output_dir / f"{split}.done.json"
     config = json.loads(json.dumps({"prep_version": PREP_VERSION, "split": split, "language": language,
@@ -330,12 +431,26 @@ def prepare_split(output_dir: str | os.PathLike, split: str, language: str, conf
     report = PrepReport(split=split, strict=strict)
     utts = build_manifest(read(report), language, output_dir, split, report, require_text=require_text,
                           audio_source=audio_source)
-    write_manifest(manifest, utts)
+    skipped_tsv = output_dir / f"{split}.skipped.tsv"
     rows = ["id\treason\tmessage"] + ["\t".join(re.sub(r"\s+", " ", f) for f in row) for row in report.skipped_ids]
-    write_text(output_dir / f"{split}.skipped.tsv", "\n".join(rows) + "\n")
+    write_text(skipped_tsv, "\n".join(rows) + "\n")
     write_json(output_dir / f"{split}.report.json", report.to_dict())
+    if not utts:
+        manifest.unlink(missing_ok=True)  # an older manifest would stand in for inputs it no longer matches
+        raise EmptyManifestError(_empty_split_message(source, split, report, skipped_tsv))
+    write_manifest(manifest, utts)
     write_json(marker, config)
     # A warning when anything was dropped, so the count reaches the user even without logging configured.
-    (log.warning if report.num_skipped else log.info)("%s (details: %s)", report.summary(),
-                                                      output_dir / f"{split}.skipped.tsv")
+    (log.warning if report.num_skipped else log.info)("%s (details: %s)", report.summary(), skipped_tsv)
     return manifest
+
+
+def _empty_split_message(source, split: str, report: PrepReport, skipped_tsv: Path) -> str:
+    where = str(source) if source is not None else f"split {split!r}"
+    if report.num_skipped:
+        return (f"{where}: all {report.num_skipped} utterances of split {split!r} were skipped ({report.reasons}), "
+                f"so no manifest was written; {skipped_tsv} names each one and its fix (or run with --strict to stop "
+                f"at the first)")
+    empty = source is not None and Path(source).is_file() and Path(source).stat().st_size == 0
+    return (f"{where}: {'is empty (0 bytes)' if empty else 'lists no utterance'}, so split {split!r} has nothing "
+            f"to prepare; re-create or re-download it, or leave the split out (--splits / splits=[...])")

@@ -10,6 +10,7 @@ synthetic corpus feeds it to eSpeak NG. normalize() is idempotent.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from typing import Callable
@@ -113,6 +114,41 @@ NORMALIZERS: dict[str, list[Transform]] = {
 def base_language(language: str) -> str:
     """'tr-TR', 'az_Latn' -> 'tr', 'az': the key NORMALIZERS is indexed by."""
     return re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()
+
+
+# BCP 47's shape: a primary subtag of 2-8 letters ("bn", "fil", "unknown"), then optional subtags ("tr-TR",
+# "az_Latn", "pt-BR"). Codes name folders and select normalizers, so nothing else is accepted.
+_LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*")
+
+
+def check_language_code(code: object) -> str:
+    """Return `code` if it has the shape of a language code ('bn', 'tr-TR', 'az_Latn'); else raise TextError."""
+    if not isinstance(code, str) or not _LANGUAGE_CODE.fullmatch(code):
+        raise TextError(f"language code {code!r} is not a language code such as 'bn', 'tr' or 'pt-BR' (2-8 "
+                        f"letters, then optional -subtags); pass --language with the corpus's language")
+    return code
+
+
+def generic_normalization_note(language: str) -> str | None:
+    """One line saying that `language` has no entry in NORMALIZERS (so the generic one is used); None if it has."""
+    if base_language(language) in NORMALIZERS:
+        return None
+    name = language_name(language)
+    known = f" ({name})" if name != language else " (a code CLDR does not know)"
+    return (f"language {language!r}{known} has no entry in xlingual.text.NORMALIZERS: its transcripts get the "
+            f"generic normalization (NFC, lowercase, punctuation and symbols removed, spaces collapsed); add an "
+            f"entry there if the language needs its own rules (casing, script fixes)")
+
+
+_warned: set[str] = set()
+
+
+def warn_generic_normalization(language: str) -> None:
+    """Log generic_normalization_note(language) as a warning, once per process and language."""
+    note = generic_normalization_note(language)
+    if note and language not in _warned:
+        _warned.add(language)
+        logging.getLogger(__name__).warning("%s", note)
 
 
 def normalizer(language: str) -> list[Transform]:

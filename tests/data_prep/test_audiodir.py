@@ -49,8 +49,6 @@ def test_require_text(audio_dir, tmp_path):
 BAD = [
     # (case, build(dir, make_wav), reason, kept of the 4 good files)
     ("duplicate id", lambda d, mk: mk(d / "spk1" / "a.flac"), "duplicate id", 4),
-    ("non-UTF-8 sidecar", lambda d, mk: (d / "spk1" / "b.txt").write_bytes(b"caf\xe9"), "non-UTF-8 transcript", 3),
-    ("punctuation sidecar", lambda d, mk: (d / "spk1" / "b.txt").write_text("..."), "unnormalizable transcript", 3),
     ("zero bytes", lambda d, mk: (d / "zero.wav").write_bytes(b""), "empty audio", 4),
     ("garbage", lambda d, mk: (d / "junk.mp3").write_bytes(np.random.default_rng(0).bytes(4000)),
      "unreadable audio", 4),
@@ -86,3 +84,37 @@ def test_empty_or_missing_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ManifestError, match="no audio files"):
         prepare_audiodir(tmp_path / "empty", tmp_path / "out", "lo")
+
+
+# Transcripts are optional here (ranking needs only audio): a transcript that cannot be used leaves the audio in,
+# without text, and is counted and named in the report.
+UNUSABLE_SIDECARS = [
+    # (case, sidecar bytes, what is noted; the skip reason when a transcript is required)
+    ("zero bytes", b"", "empty transcript", "empty transcript"),
+    ("non-UTF-8", b"caf\xe9", "non-UTF-8 transcript", "non-UTF-8 transcript"),
+    ("punctuation only", b"...", "unnormalizable transcript", "unnormalizable transcript"),
+]
+
+
+@pytest.mark.parametrize("case, data, note, reason", UNUSABLE_SIDECARS, ids=[c[0] for c in UNUSABLE_SIDECARS])
+def test_unusable_transcript_keeps_the_audio(audio_dir, tmp_path, case, data, note, reason):
+    (audio_dir / "spk1" / "b.txt").write_bytes(data)
+    out = prepare_audiodir(audio_dir, tmp_path / "out", "lo")
+    utts = {u.id: u for u in read_manifest(out["test"], require_text=False)}
+    assert set(utts) == {"flat", "spk1/a", "spk1/b", "spk2/c"} and utts["spk1/b"].text == ""
+    report = json.loads((tmp_path / "out" / "test.report.json").read_text())
+    assert report["skipped"] == {}
+    assert report["notes"][f"{note} (audio kept without text)"] == 1
+    [row] = report["noted"]
+    assert row["id"] == "spk1/b" and str(audio_dir / "spk1" / "b.txt") in row["message"]
+    # a transcript required: skipped as before
+    prepare_audiodir(audio_dir, tmp_path / "req", "lo", require_text=True)
+    skipped = json.loads((tmp_path / "req" / "test.report.json").read_text())["skipped"]
+    assert skipped == {reason: 1, "missing transcript": 2}
+
+
+def test_clip_too_short_for_features_is_skipped(audio_dir, tmp_path, make_wav):
+    make_wav(audio_dir / "click.wav", seconds=0.012)  # shorter than the 25 ms window: rank used to crash in torch
+    out = prepare_audiodir(audio_dir, tmp_path / "out", "lo")
+    assert "click" not in {u.id for u in read_manifest(out["test"], require_text=False)}
+    assert json.loads((tmp_path / "out" / "test.report.json").read_text())["skipped"] == {"too short": 1}

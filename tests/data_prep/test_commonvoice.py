@@ -28,7 +28,7 @@ def cv_dir(request, tmp_path, make_wav):
     header = request.param
     cv = tmp_path / "cv-corpus" / "xx"
     for i, sr in enumerate((48000, 32000, 48000)):
-        make_wav(cv / "clips" / f"common_voice_xx_{i}.{CLIP}", seconds=0.5, sr=sr, seed=i)
+        make_wav(cv / "clips" / f"common_voice_xx_{i}.{CLIP}", seconds=1.0, sr=sr, seed=i)
     lines = ["\t".join(header),
              row(header, "spk_a", f"common_voice_xx_0.{CLIP}", 'He said "hello", then left.'),
              row(header, "spk_b", f"common_voice_xx_1.{CLIP}", "Second clip")]
@@ -45,7 +45,7 @@ def test_prepare(cv_dir, tmp_path):
         ("common_voice_xx_0", "he said hello then left", "spk_a"), ("common_voice_xx_1", "second clip", "spk_b")]
     for u in train:  # decoded and saved as plain 16 kHz WAV next to the manifest
         assert u.audio == str(tmp_path / "out" / "audio" / "train" / f"{u.id}.wav")
-        assert sf.info(u.audio).samplerate == 16000 and abs(u.duration - 0.5) < 0.01
+        assert sf.info(u.audio).samplerate == 16000 and abs(u.duration - 1.0) < 0.01
     notes = json.loads((tmp_path / "out" / "train.report.json").read_text())["notes"]
     assert notes == {"resampled 48000->16000 Hz": 1, "resampled 32000->16000 Hz": 1}
     assert len(read_manifest(out["dev"])) == 1
@@ -92,3 +92,20 @@ def test_header_and_layout_errors(cv_dir, tmp_path):
         prepare_commonvoice(cv_dir, tmp_path / "out", "xx", ["other"])
     with pytest.raises(ManifestError, match="no clips/ folder"):
         prepare_commonvoice(cv_dir.parent, tmp_path / "out", "xx")
+
+
+def test_undecodable_clip_is_reported_as_such(cv_dir, tmp_path):
+    (cv_dir / "clips" / "common_voice_xx_1.mp3").write_bytes(b"not an mp3 at all " * 100)  # exists, undecodable
+    header = (cv_dir / "train.tsv").read_text(encoding="utf-8").splitlines()[0].split("\t")
+    (cv_dir / "train.tsv").write_text("\t".join(header) + "\n" + row(header, "a", f"common_voice_xx_0.{CLIP}", "Good")
+                                      + "\n" + row(header, "b", "common_voice_xx_1.mp3", "Bad clip") + "\n")
+    prepare_commonvoice(cv_dir, tmp_path / "out", "xx", ["train"])
+    [bad] = [r for r in (tmp_path / "out" / "train.skipped.tsv").read_text().splitlines() if "xx_1" in r]
+    assert "does not exist" not in bad and "possibly a pipe" not in bad
+    assert "common_voice_xx_1.mp3" in bad and "cannot be decoded" in bad
+
+
+def test_missing_split_file_prepares_the_ones_found(cv_dir, tmp_path, caplog):
+    out = prepare_commonvoice(cv_dir, tmp_path / "out", "xx")  # no test.tsv in the fixture
+    assert set(out) == {"train", "dev"}
+    assert any("test.tsv" in r.message for r in caplog.records)

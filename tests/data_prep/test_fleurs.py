@@ -36,7 +36,7 @@ def fleurs_raw(tmp_path, make_wav):
         cdir.mkdir(parents=True, exist_ok=True)
         (cdir / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         for i, (name, _, sr, _) in enumerate(rows):
-            make_wav(cdir / "audio" / split / name, seconds=0.5, sr=sr, seed=i)
+            make_wav(cdir / "audio" / split / name, seconds=1.0, sr=sr, seed=i)
     with tarfile.open(cdir / "audio" / "test.tar.gz", "w:gz") as tf:
         tf.add(cdir / "audio" / "test", arcname="test")
     for f in (cdir / "audio" / "test").iterdir():
@@ -55,7 +55,7 @@ def test_raw_layout(fleurs_raw, tmp_path):
     assert {u.speaker for u in train} == {"fleurs-xx_yy-train"}
     test = read_manifest(out["test"])  # extracted from the archive into the output folder
     assert test[0].audio == str(tmp_path / "out" / "fleurs_audio" / "test" / "3001.wav")
-    assert all(u.duration == 0.5 for u in train + test)
+    assert all(u.duration == 1.0 for u in train + test)
 
 
 def test_repo_root_with_config_and_validation_alias(fleurs_raw, tmp_path):
@@ -78,8 +78,8 @@ def _fleurs_bad(cdir, make_wav):
     raw = ("\n".join(lines) + "\n").encode() + b"8\t1011.wav\tcaf\xe9\tcafe\t\t8000\tMALE\n"  # non-UTF-8
     (cdir / "train.tsv").write_bytes(raw)
     for name in ("1005.wav", "1006.wav", "1007.wav", "1011.wav"):
-        make_wav(cdir / "audio" / "train" / name)
-    make_wav(cdir / "audio" / "train" / "1009.wav", sr=44100, channels=2)
+        make_wav(cdir / "audio" / "train" / name, seconds=1.0)
+    make_wav(cdir / "audio" / "train" / "1009.wav", seconds=1.0, sr=44100, channels=2)
     x = np.zeros(8000, dtype=np.float32)
     x[5] = np.inf
     sf.write(cdir / "audio" / "train" / "1010.wav", x, 16000, subtype="FLOAT")
@@ -192,3 +192,29 @@ def test_hf_audio_given_as_local_path(fleurs_raw, tmp_path):
     ds = ds.cast_column("audio", datasets.Audio(decode=False))
     out = prepare_fleurs(ds, tmp_path / "out", "xx", ["test"])
     assert read_manifest(out["test"])[0].audio == str(wav.resolve())
+
+
+# ---------------------------------------------------------------- input that used to get through (issue: bad input)
+
+def test_empty_dev_tsv_is_refused_and_the_other_splits_prepared(fleurs_raw, tmp_path, capsys):
+    from xlingual.cli import main
+
+    (fleurs_raw / "dev.tsv").write_bytes(b"")
+    assert main(["prepare", "fleurs", str(fleurs_raw), "--out", str(tmp_path / "out"), "--language", "xx"]) == 2
+    err = capsys.readouterr().err
+    assert f"{fleurs_raw / 'dev.tsv'}" in err and "0 bytes" in err and "--splits" in err
+    assert not (tmp_path / "out" / "dev.jsonl").exists()
+    # never half-way: the splits that could be prepared were, completely (a re-run reuses them)
+    assert len(read_manifest(tmp_path / "out" / "train.jsonl")) == 3
+    assert len(read_manifest(tmp_path / "out" / "test.jsonl")) == 2
+
+
+def test_missing_test_tsv_prepares_the_splits_found(fleurs_raw, tmp_path, caplog):
+    (fleurs_raw / "test.tsv").unlink()
+    out = prepare_fleurs(fleurs_raw, tmp_path / "out", "xx")
+    assert set(out) == {"train", "dev"}
+    assert any("test" in r.message and "missing" in r.message for r in caplog.records)
+    # asked for by name: refused before anything is written
+    with pytest.raises(ManifestError, match=r"test.tsv not found"):
+        prepare_fleurs(fleurs_raw, tmp_path / "named", "xx", ["train", "test"])
+    assert not (tmp_path / "named" / "train.jsonl").exists()

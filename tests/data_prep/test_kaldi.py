@@ -33,10 +33,10 @@ def segmented(tmp_path, make_wav) -> dict[str, list]:
 
 
 def plain(tmp_path, make_wav) -> dict[str, list]:
-    """Three whole-file utterances: 16 kHz WAV, 8 kHz WAV through `cat |`, 44.1 kHz stereo FLAC."""
-    long = make_wav(tmp_path / "audio" / "long.wav", seconds=0.5)
-    phone = make_wav(tmp_path / "audio" / "phone.wav", seconds=0.5, sr=8000)
-    stereo = make_wav(tmp_path / "audio" / "stereo.flac", seconds=0.5, sr=44100, channels=2)
+    """Three whole-file utterances of 1 s: 16 kHz WAV, 8 kHz WAV through `cat |`, 44.1 kHz stereo FLAC."""
+    long = make_wav(tmp_path / "audio" / "long.wav", seconds=1.0)
+    phone = make_wav(tmp_path / "audio" / "phone.wav", seconds=1.0, sr=8000)
+    stereo = make_wav(tmp_path / "audio" / "stereo.flac", seconds=1.0, sr=44100, channels=2)
     return {"wav.scp": [f"long {long}", f"phone cat {phone} |", f"stereo {stereo}"],
             "text": ["long a long one", "phone over the phone", "stereo two channels"]}
 
@@ -65,7 +65,7 @@ def test_plain_paths_downmix_and_resample(tmp_path, make_wav):
     utts = {u.id: u for u in read_manifest(prepare_kaldi(tmp_path / "d", tmp_path / "out", "en", ["dev"])["dev"])}
     assert utts["stereo"].audio.endswith("out/audio/dev/stereo.wav")
     assert sf.info(utts["stereo"].audio).channels == 1
-    assert all(abs(u.duration - 0.5) < 1e-3 for u in utts.values())
+    assert all(abs(u.duration - 1.0) < 1e-3 for u in utts.values())
     assert utts["stereo"].speaker == "stereo"  # no utt2spk: each utterance its own speaker, as in Kaldi
     notes = json.loads((tmp_path / "out" / "dev.report.json").read_text())["notes"]
     assert notes == {"resampled 8000->16000 Hz": 1, "resampled 44100->16000 Hz": 1,
@@ -246,3 +246,88 @@ def test_summary_logged(tmp_path, make_wav, caplog):
     [record] = [r for r in caplog.records if "kept" in r.message]
     assert record.levelno == logging.WARNING
     assert "train: kept 3 (0.00 h), skipped 1: no audio x1" in record.message
+
+
+# ---------------------------------------------------------------- input that used to get through (issue: bad input)
+
+def test_empty_text_file_is_refused_naming_it(tmp_path, make_wav, capsys):
+    files = plain(tmp_path, make_wav)
+    files["text"] = []
+    write_kaldi(tmp_path / "d", files)
+    from xlingual.cli import main
+
+    assert main(["prepare", "kaldi", str(tmp_path / "d"), "--out", str(tmp_path / "out"), "--language", "en",
+                 "--splits", "train"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'd' / 'text'}" in err and "empty" in err
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_split_whose_every_utterance_was_skipped_is_refused(tmp_path, make_wav):
+    files = plain(tmp_path, make_wav)
+    files["text"] = ["long ?!", "phone ...", "stereo --"]
+    write_kaldi(tmp_path / "d", files)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "train.jsonl").write_text("")  # a stale manifest must not stand in for the refused one
+    with pytest.raises(ManifestError) as e:  # EmptyManifestError
+        prepare_kaldi(tmp_path / "d", tmp_path / "out", "en", ["train"])
+    msg = str(e.value)
+    assert "all 3 utterances" in msg and "unnormalizable transcript x3" in msg and "train.skipped.tsv" in msg
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+    assert len((tmp_path / "out" / "train.skipped.tsv").read_text().splitlines()) == 4  # the reasons, one each
+
+
+def test_clips_shorter_than_the_minimum_are_skipped_and_counted(tmp_path, make_wav):
+    files = plain(tmp_path, make_wav)
+    tiny = make_wav(tmp_path / "audio" / "tiny.wav", seconds=0.01)  # 160 samples: the STFT cannot pad it
+    short = make_wav(tmp_path / "audio" / "short.wav", seconds=0.05)
+    files["wav.scp"] += [f"tiny {tiny}", f"short {short}"]
+    files["text"] += ["tiny a", "short b"]
+    write_kaldi(tmp_path / "d", files)
+    manifest = prepare_kaldi(tmp_path / "d", tmp_path / "out", "en", ["train"])["train"]
+    assert {u.id for u in read_manifest(manifest)} == {"long", "phone", "stereo"}
+    report = json.loads((tmp_path / "out" / "train.report.json").read_text())
+    assert report["skipped"] == {"too short": 2}
+    skipped = (tmp_path / "out" / "train.skipped.tsv").read_text()
+    assert "tiny\ttoo short" in skipped and "10 ms" in skipped and "100 ms minimum" in skipped
+    with pytest.raises(ManifestError, match=r"text:4 .*utterance 'tiny' is 10 ms long"):
+        prepare_kaldi(tmp_path / "d", tmp_path / "strict", "en", ["train"], strict=True)
+
+
+def test_transcript_too_long_for_its_audio_is_skipped_at_preparation(tmp_path, make_wav):
+    files = plain(tmp_path, make_wav)
+    clip = make_wav(tmp_path / "audio" / "clip.wav", seconds=0.1)
+    files["wav.scp"].append(f"clip {clip}")
+    files["text"].append("clip the transcript is long")  # 22 labels (spaces too) on 3 output frames
+    write_kaldi(tmp_path / "d", files)
+    manifest = prepare_kaldi(tmp_path / "d", tmp_path / "out", "en", ["train"])["train"]
+    assert "clip" not in {u.id for u in read_manifest(manifest)}
+    report = json.loads((tmp_path / "out" / "train.report.json").read_text())
+    assert report["skipped"] == {"transcript too long": 1}
+    row = [r for r in (tmp_path / "out" / "train.skipped.tsv").read_text().splitlines() if r.startswith("clip")][0]
+    assert "'clip'" in row and "22 characters" in row and "3 output frames" in row
+
+
+def test_no_pipes_through_the_cli_runs_no_command(tmp_path, make_wav, capsys):
+    files = plain(tmp_path, make_wav)
+    ran = tmp_path / "ran"
+    files["wav.scp"][1] = f"phone touch {ran}; cat {tmp_path / 'audio' / 'phone.wav'} |"
+    write_kaldi(tmp_path / "d", files)
+    from xlingual.cli import main
+
+    args = ["prepare", "kaldi", str(tmp_path / "d"), "--language", "en", "--splits", "train", "--no-pipes"]
+    assert main(args + ["--out", str(tmp_path / "out")]) == 0
+    assert not ran.exists()
+    report = json.loads((tmp_path / "out" / "train.report.json").read_text())
+    assert report["skipped"] == {"pipe not allowed": 1} and report["kept"] == 2
+    assert main(args + ["--out", str(tmp_path / "strict"), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "wav.scp:2" in err and "--no-pipes" in err
+    assert not ran.exists()
+
+
+def test_missing_split_is_refused_before_any_is_written(tmp_path, make_wav):
+    write_kaldi(tmp_path / "data" / "train", plain(tmp_path, make_wav))
+    with pytest.raises(ManifestError, match=r"dev.*no wav.scp"):
+        prepare_kaldi(tmp_path / "data", tmp_path / "out", "en", ["train", "dev"])
+    assert not (tmp_path / "out" / "train.jsonl").exists()
