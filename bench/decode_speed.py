@@ -26,7 +26,8 @@ if __package__ in (None, ""):
 import torch
 
 from bench import common
-from xlingual.asr import build_tokenizer, load_model, new_model
+from xlingual.asr import build_tokenizer, new_model
+from xlingual.checkpoint import load_model
 from xlingual.config import DecodeConfig, FeatureConfig, ModelConfig, UnitConfig
 from xlingual.decode import BeamSearch, greedy_ids, transcribe
 from xlingual.features import compute_features
@@ -168,7 +169,7 @@ def main(argv=None) -> dict:
     store = compute_features(utts, common.WORK_DIR / "decode_speed" / "features", feats, progress=False)
     if not args.checkpoint:
         tok = build_tokenizer(utts, UnitConfig())
-        model = new_model(ModelConfig(preset=args.preset), feats, tok, store, utts, seed=0)
+        model = new_model(ModelConfig(preset=args.preset), feats, tok.vocab_size, store, [u.id for u in utts], seed=0)
         model_name = f"{args.preset} preset, random weights (beam figures are a worst case)"
     ids = [u.id for u in utts]
     audio = sum(store.num_frames(i) for i in ids) / FRAMES_PER_SECOND

@@ -117,7 +117,7 @@ def build_variant(name: str, base: AcousticModel, threads_all: int):
     elif name == "foreach AdamW":
         opt_kw["foreach"] = True
     if name == "contiguous convs":  # the layout before the model shipped channels-last: < 1 is what that gains
-        model.frontend.conv.to(memory_format=torch.contiguous_format)
+        model.frontend.to(memory_format=torch.contiguous_format)
     if name == "no dropout":  # not a setting to keep (dropout regularizes); shows what dropout costs
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):

@@ -46,8 +46,8 @@ def cuda_path_check(corpus_dir: Path, device: str = "cuda", preset: str = "base"
     feats = FeatureConfig()
     store = compute_features(utts, corpus_dir / ".features", feats, progress=False)
     tok = build_tokenizer(utts, UnitConfig())
-    model = new_model(ModelConfig(preset=preset, dropout=0.0), feats, tok, store, utts, seed=0)
-    examples = make_examples(utts, store, tok)
+    model = new_model(ModelConfig(preset=preset, dropout=0.0), feats, tok.vocab_size, store, [u.id for u in utts], seed=0)
+    examples, _ = make_examples(utts, store, tok)
     losses = {}
     for name, dev in (("cpu", "cpu"), ("cuda", device)):
         dev = torch.device(dev)

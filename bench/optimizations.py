@@ -184,8 +184,8 @@ def channels_last(args) -> dict:
     after = tiny_model()
     after.train()
     before = copy.deepcopy(after)
-    before.frontend.conv.to(memory_format=torch.contiguous_format)
-    assert after.frontend.conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    before.frontend.to(memory_format=torch.contiguous_format)
+    assert after.frontend.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         la, lb = (float(loss_of(copy.deepcopy(m).eval(), batch)) for m in (after, before))
     t = common.interleaved({"before": lambda: step_seconds(before, batch, args.steps),
@@ -213,7 +213,7 @@ def dev_eval(args, dev, work: Path) -> dict:
     torch.manual_seed(0)
     model = AcousticModel(dims_from_config(ModelConfig(preset="tiny"), FeatureConfig().n_mels, tok.vocab_size)).eval()
     after = make_evaluator(store, dev, tok)
-    examples = make_examples(dev, store, tok, strict=False)
+    examples, _ = make_examples(dev, store, tok, strict=False)
     frames = [e.frames for e in examples]
     max_frames = max([int(30 * FRAMES_PER_SECOND)] + frames)
 

@@ -69,13 +69,13 @@ def child(args) -> dict:
     store = compute_features(utts, cache, feats, progress=False)
     dev_store = compute_features(dev, cache, feats, progress=False)
     tok = build_tokenizer(utts, UnitConfig())
-    model = new_model(ModelConfig(preset=args.preset), feats, tok, store, utts, seed=0)
+    model = new_model(ModelConfig(preset=args.preset), feats, tok.vocab_size, store, [u.id for u in utts], seed=0)
     cfg = TrainConfig(epochs=1, max_batch_seconds=args.batch_seconds, progress=False, threads=args.threads,
                       device="cpu")
     out = cache / "run"
     shutil.rmtree(out, ignore_errors=True)
     with common.Clock() as c:
-        hist = fit(model, make_examples(utts, store, tok), store, cfg, out, make_evaluator(dev_store, dev, tok),
+        hist = fit(model, make_examples(utts, store, tok)[0], store, cfg, out, make_evaluator(dev_store, dev, tok),
                    specaug=feats, run_key="scaling")
     return {"seconds": c.wall, "epoch_loop_seconds": hist[0]["epoch_seconds"], "cpu_share": c.cpu_share,
             "steps": hist[0]["step"], "base_rss_mb": base_rss, "peak_rss_mb": common.peak_rss_mb(),

@@ -206,11 +206,11 @@ def candidate(name: str, model):
         finally:
             del model.forward
     elif name == "contiguous_convs":
-        model.frontend.conv.to(memory_format=torch.contiguous_format)
+        model.frontend.to(memory_format=torch.contiguous_format)
         try:
             yield
         finally:
-            model.frontend.conv.to(memory_format=torch.channels_last)
+            model.frontend.to(memory_format=torch.channels_last)
     else:
         raise ValueError(f"unknown candidate {name!r}; choose from {CANDIDATES}")
 
@@ -258,8 +258,8 @@ def measure_preset(preset: str, utts, dev, args, work: Path) -> dict:
     tok = build_tokenizer(utts, UnitConfig())
     # the real per-epoch dev evaluation (CTC loss + greedy decoding + WER), on the recipes' dev/train ratio
     evaluate = make_evaluator(compute_features(dev, work / "features", feats, progress=False), dev, tok)
-    examples = make_examples(utts, store, tok)
-    model = new_model(ModelConfig(preset=preset), feats, tok, store, utts, seed=0)
+    examples, _ = make_examples(utts, store, tok)
+    model = new_model(ModelConfig(preset=preset), feats, tok.vocab_size, store, [u.id for u in utts], seed=0)
     cfg = make_cfg(args.batch_seconds, args.threads)
     batches = premade_batches(examples, store, cfg, feats)
     fixed = fixed_batches(batches, feats.n_mels)

@@ -253,6 +253,28 @@ def vocabulary(code: str) -> list[str]:
     return keep
 
 
+def _ipa_form(word: str, code: str) -> str:
+    """A word's pronunciation as compared across languages: eSpeak NG's IPA without stress marks."""
+    entry = resolve_language(code)
+    return espeak.phonemize(_speakable(word, code), entry.voice).replace("ˈ", "").replace("ˌ", "")
+
+
+def shared_word_forms(languages: tuple[str, ...] | list[str]) -> dict[str, set[str]]:
+    """Per language, its vocabulary words that another of `languages` also has: the same written form, or the
+    same pronunciation (IPA without stress: a place name spelled in two scripts and said alike). Removing them
+    gives the control corpus, where closeness cannot come from shared proper nouns."""
+    vocab = {code: vocabulary(code) for code in languages}
+    written = {code: set(words) for code, words in vocab.items()}
+    spoken = {code: {w: _ipa_form(w, code) for w in words} for code, words in vocab.items()}
+    ipa_sets = {code: set(forms.values()) for code, forms in spoken.items()}
+    shared = {}
+    for code in languages:
+        others_w = set().union(*(written[o] for o in languages if o != code))
+        others_p = set().union(*(ipa_sets[o] for o in languages if o != code))
+        shared[code] = {w for w in vocab[code] if w in others_w or spoken[code][w] in others_p}
+    return shared
+
+
 def _stable_int(text: str) -> int:
     """A 64-bit integer from a string, the same in every process and Python version (unlike hash())."""
     return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "little")
@@ -412,7 +434,7 @@ def _generate_split(code: str, words: list[str], split: str, hours: float, seed:
     """Render utterances 0, 1, ... until their total duration reaches `hours`; the cut depends only on the
     durations in index order, so it is the same for any number of workers. Work goes out in batches sized from
     the mean duration so far; renders past the cut are deleted."""
-    from tqdm import tqdm
+    from xlingual.progress import progress as progress_display
 
     budget = hours * 3600.0
     wav_dir = lang_dir / "wav" / split
@@ -421,8 +443,8 @@ def _generate_split(code: str, words: list[str], split: str, hours: float, seed:
     stream = _jobs(code, words, split, seed, wav_dir, noise_snr, telephone)
     utts: list[Utterance] = []
     total = 0.0
-    with tqdm(total=round(budget, 1), unit="s", desc=f"{code}/{split}", disable=not progress,
-              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio-s [{elapsed}<{remaining}]") as bar:
+    shown = 0  # whole audio seconds shown so far
+    with progress_display(total=math.ceil(budget), unit="audio-s", desc=f"{code}/{split}", enabled=progress) as bar:
         while total < budget:
             mean = total / len(utts) if utts else DEFAULT_UTTERANCE_SECONDS
             size = max(4 * jobs, math.ceil((budget - total) / mean * 1.05))
@@ -438,7 +460,9 @@ def _generate_split(code: str, words: list[str], split: str, hours: float, seed:
                 utts.append(Utterance(id=Path(job.path).stem, audio=job.path, text=text, language=code,
                                       speaker=speaker, duration=round(duration, 4)))
                 total += utts[-1].duration  # the manifest's numbers, so its sum is what meets the budget
-                bar.update(min(duration, budget - bar.n))
+                step = min(math.ceil(budget), int(total)) - shown
+                bar.update(step)
+                shown += step
     return utts
 
 
@@ -471,7 +495,8 @@ def _is_complete(marker: Path, manifest: Path, digest: str) -> bool:
 
 def prepare_synthetic(output_dir, languages=DEFAULT_LANGUAGES, hours: dict[str, float] | None = None,
                       seed: int = 0, noise_snr: float | None = None, telephone: bool = False, jobs: int = 2,
-                      progress: bool = True, overwrite: bool = True) -> dict[str, dict[str, Path]]:
+                      progress: bool = True, overwrite: bool = True,
+                      exclude_shared: tuple[str, ...] | list[str] = ()) -> dict[str, dict[str, Path]]:
     """Generate (or reuse) the synthetic corpus.
 
     Args:
@@ -486,6 +511,8 @@ def prepare_synthetic(output_dir, languages=DEFAULT_LANGUAGES, hours: dict[str, 
         progress: show a progress bar per split and print the synthesis speed.
         overwrite: regenerate a complete split made with other settings; False raises instead (what training
             commands use, so a config typo never silently replaces a corpus other experiments rely on).
+        exclude_shared: languages whose shared word forms (shared_word_forms: spelling or pronunciation) are
+            removed from every generated language's vocabulary; () = keep every word. The control corpus.
     Returns:
         {language: {split: manifest path}}.
     A split whose completion marker records the same configuration is skipped; otherwise it is regenerated from
@@ -513,12 +540,19 @@ def prepare_synthetic(output_dir, languages=DEFAULT_LANGUAGES, hours: dict[str, 
 
     output_dir = Path(output_dir)
     manifests: dict[str, dict[str, Path]] = {}
+    exclude_shared = tuple(sorted(set(exclude_shared)))
+    shared = shared_word_forms(tuple(sorted(set(exclude_shared) | set(languages)))) if exclude_shared else {}
     pool = None
     generated_seconds, generating_wall = 0.0, 0.0
     try:
         for code, entry in entries.items():
             lang_dir = output_dir / code
             words = vocabulary(code)
+            if exclude_shared:  # the control corpus: no word that another of the languages spells or says alike
+                words = [w for w in words if w not in shared[code]]
+                if len(words) < MIN_VOCABULARY:
+                    raise ValueError(f"{code}: only {len(words)} words are not shared with {exclude_shared}; "
+                                     f"need {MIN_VOCABULARY}")
             manifests[code] = {}
             for split in (s for s in SPLITS if s in hours):
                 manifest = lang_dir / f"{split}.jsonl"

@@ -23,3 +23,11 @@ def make_wav():
         sf.write(str(path), signal(seconds, sr, channels, freq, seed), sr, subtype=subtype, format=format)
         return path
     return make
+
+
+@pytest.fixture(scope="session")
+def learning_corpus(tmp_path_factory) -> Path:
+    """A small-vocabulary eSpeak corpus (number words in tr, bn, th; disjoint train/test voices), built once."""
+    from helpers import build_learning_corpus
+
+    return build_learning_corpus(tmp_path_factory.getbasetemp() / "learning_corpus")

@@ -41,7 +41,7 @@ def setup(corpus_dir: str | Path):
 
 
 def fresh_model(train, store, tok):
-    return new_model(MODEL, FEATS, tok, store, train, seed=0)
+    return new_model(MODEL, FEATS, tok.vocab_size, store, [u.id for u in train], seed=0)
 
 
 def main(corpus_dir: str, out: str) -> None:
@@ -52,7 +52,7 @@ def main(corpus_dir: str, out: str) -> None:
     out = Path(out)
     rank = int(__import__("os").environ["RANK"])
     train, dev, store, tok = setup(corpus_dir)
-    examples = make_examples(train, store, tok)
+    examples, _ = make_examples(train, store, tok)
     seen = []
     real_shard = distributed.shard_batches
 

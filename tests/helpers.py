@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xlingual.asr import build_tokenizer, checkpoint_meta, load_language, new_model
+from xlingual.asr import build_tokenizer, new_model
+from xlingual.checkpoint import model_meta
 from xlingual.audio import SAMPLE_RATE, resample, save_audio
 from xlingual.config import CorpusConfig, FeatureConfig, LIDConfig, ModelConfig, UnitConfig, from_dict
 from xlingual.corpus import Utterance, read_manifest, write_manifest
 from xlingual.espeak import synthesize
 from xlingual.features import compute_features
+from xlingual.runs import load_language
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,12 +68,12 @@ def write_tiny_corpus(root: Path, languages=("bn", "tr")) -> CorpusConfig:
 def save_source(path: Path, corpus: CorpusConfig, language: str, units: UnitConfig, texts_from=None,
                 model_cfg: ModelConfig = TINY) -> Path:
     """An untrained but complete source checkpoint (real CMVN, tokenizer, meta), as a pre-training run writes."""
-    data = load_language(corpus, language, progress=False)
+    data = load_language(corpus, language)
     store = compute_features(data["train"], Path(corpus.dir) / ".features", FEATS, progress=False)
     tok = build_tokenizer(texts_from or data["train"], units)
-    model = new_model(model_cfg, FEATS, tok, store, data["train"], seed=1)
-    torch.save({"model": model.state_dict(), "meta": checkpoint_meta(model, tok, FEATS, language=language,
-                                                                     train_hours=None)}, path)
+    model = new_model(model_cfg, FEATS, tok.vocab_size, store, [u.id for u in data["train"]], seed=1)
+    torch.save({"model": model.state_dict(), "meta": model_meta(model, "asr", FEATS, tok, language=language,
+                                                                languages=[language], train_hours=None)}, path)
     return path
 
 
@@ -157,3 +159,42 @@ def tiny_lid_config(corpus: Path, out_dir: Path, languages=("bn", "tr", "th"), e
 
 def split_utts(corpus: Path, lang: str, split: str) -> list[Utterance]:
     return read_manifest(corpus / lang / f"{split}.jsonl")
+
+
+# --- a small-vocabulary eSpeak corpus that a tiny model can learn in seconds (test_learning) --------------------
+# Number words 1..10 in three unrelated languages; train speakers and test speakers are disjoint eSpeak voice
+# variants (data_prep.synthetic.split_variants), so a test measures generalization to new voices, not memory.
+
+NUMBER_WORDS = {
+    "tr": "bir iki üç dört beş altı yedi sekiz dokuz on".split(),
+    "bn": "এক দুই তিন চার পাঁচ ছয় সাত আট নয় দশ".split(),
+    "th": "หนึ่ง สอง สาม สี่ ห้า หก เจ็ด แปด เก้า สิบ".split(),
+}
+LEARN_SPLITS = {"train": 48, "dev": 10, "test": 16}  # utterances per language
+
+
+def build_learning_corpus(root: Path, languages=("tr", "bn", "th"), sizes=LEARN_SPLITS) -> Path:
+    """root/<lang>/{train,dev,test}.jsonl: 2-4 number words per utterance, train/dev/test voices disjoint."""
+    from data_prep.synthetic import split_variants
+
+    variants = split_variants()
+    for li, lang in enumerate(languages):
+        for si, (split, n) in enumerate(sizes.items()):
+            manifest = root / lang / f"{split}.jsonl"
+            if manifest.is_file():
+                continue
+            rng = np.random.default_rng([li, si, 7])
+            voices = variants[split]
+            utts = []
+            for i in range(n):
+                text = " ".join(rng.choice(NUMBER_WORDS[lang], size=int(rng.integers(2, 5))))
+                variant = voices[int(rng.integers(len(voices)))]
+                wav, sr = synthesize(text, lang, variant, rate=int(rng.integers(150, 200)),
+                                     pitch=int(rng.integers(35, 66)), seed=i)
+                wav = resample(wav, sr, SAMPLE_RATE)
+                path = root / lang / "wav" / split / f"{lang}-{split}-{i}.wav"
+                save_audio(path, wav, SAMPLE_RATE)
+                utts.append(Utterance(id=f"{lang}-{split}-{i}", audio=str(path), text=text, language=lang,
+                                      speaker=variant, duration=round(len(wav) / SAMPLE_RATE, 4)))
+            write_manifest(manifest, utts)
+    return root

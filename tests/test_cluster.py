@@ -47,7 +47,7 @@ def test_runs_as_jobs_are_cached_like_local_runs(jobs_run, corpus):
     assert len(cells) == 4 and summary["failed"] == {} and sorted(summary["ran"]) == sorted(cells)
     for name, cell in cells.items():
         folder = out / name
-        assert cell_status(out, cell) == "done"
+        assert cell_status(out, cell)[0] == "done"
         assert json.loads((folder / "results.json").read_text())["hash"] == cell.hash
         log = (folder / "log.txt").read_text()
         assert "submitted local job" in log and "finished in" in log  # the same command as a local run
@@ -69,7 +69,7 @@ def test_killed_job_resumes_from_its_checkpoint(jobs_run, corpus):
     (cell / "done.json").unlink()  # what a job killed after its last checkpoint leaves
     (cell / "results.json").unlink()
     cfg = config(corpus.dir, out)
-    assert cell_status(out, plan_cells(cfg)[name]) == "partial"
+    assert cell_status(out, plan_cells(cfg)[name])[0] == "partial"
     summary = run_matrix(cfg, jobs=2, progress=False, executor="slurm", slurm=LOCAL_JOBS)
     assert summary["ran"] == [name]
     assert (cell / "train_log.jsonl").read_text() == log_before  # resumed from last.pt, nothing retrained
@@ -85,7 +85,7 @@ def test_failed_job_blocks_its_adaptation_runs(jobs_run, corpus, monkeypatch):
         path = real(out_dir, cell, *a, **k)
         if cell.name.startswith("scratch/tr-7.2s"):
             c = json.loads(path.read_text())
-            c["language"] = "xx"
+            c["spec"]["languages"] = ["xx"]
             path.write_text(json.dumps(c))
         return path
 
@@ -106,7 +106,7 @@ def test_sbatch_script_carries_the_options(tmp_path, monkeypatch):
     opts = SlurmOptions(partition="gpu", gpus_per_node=2, cpus_per_task=16, mem_gb=64, timeout_min=120,
                         additional={"account": "asr", "qos": "high"})
     ex = cluster.make_executor(tmp_path / "slurm", opts, "xl-test")
-    text = ex._executor._make_submission_file_text("python -m xlingual.matrix --cell x", "uid")
+    text = ex._executor._make_submission_file_text("python -m xlingual.worker x", "uid")
     for line in ("--partition=gpu", "--gpus-per-node=2", "--cpus-per-task=16", "--mem=64GB", "--time=120",
                  "--account=asr", "--qos=high", "--job-name=xl-test", "--nodes=1", "--ntasks-per-node=1"):
         assert f"#SBATCH {line}\n" in text
@@ -115,7 +115,7 @@ def test_sbatch_script_carries_the_options(tmp_path, monkeypatch):
 def test_cli_passes_the_slurm_options(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_run_matrix(cfg, jobs, executor, slurm):
+    def fake_run_matrix(cfg, jobs, executor, slurm, reuse_code=False):
         seen.update(jobs=jobs, executor=executor, slurm=slurm)
         return {"ran": [], "skipped": [], "wall_seconds": 0.0, "report": "r"}
 

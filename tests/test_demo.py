@@ -22,7 +22,7 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "demo_configs", toy)
     summary = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=1, progress=False, loo=False)
     report = (tmp_path / "demo" / "report.md").read_text()
-    for heading in ("WER matrix", "Data-size table", "LID average posteriors", "Ranking vs oracle",
+    for heading in ("WER matrix", "Data-size table", "LID average posteriors", "Source ranking against the CER",
                     f"New language ({demo.NEW_LANGUAGE})"):
         assert heading in report
     assert [r["language"] for r in summary["query"]["ranking"]] and summary["wall_seconds"] > 0

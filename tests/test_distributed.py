@@ -22,7 +22,8 @@ import ddp_worker as W
 from helpers import write_tiny_corpus
 from xlingual.distributed import shard_batches, step_sizes
 from xlingual.schedules import lr_factor
-from xlingual.train import FRAMES_PER_SECOND, bucket_batches, collate, compute_loss, load_checkpoint
+from xlingual.checkpoint import load_checkpoint
+from xlingual.train import FRAMES_PER_SECOND, bucket_batches, collate, compute_loss
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)  # float32 summation order (see the module docstring)
 
@@ -49,7 +50,7 @@ def single_process_reference(train, dev, store, tok, world: int):
     model = W.fresh_model(train, store, tok)
     from xlingual.asr import make_examples
 
-    examples = make_examples(train, store, tok)
+    examples, _ = make_examples(train, store, tok)
     params = list(model.parameters())
     opt = torch.optim.AdamW([{"params": params, "lr": cfg.lr}], lr=cfg.lr, betas=cfg.betas,
                             weight_decay=cfg.weight_decay)

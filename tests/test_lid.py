@@ -9,8 +9,8 @@ from helpers import build_corpus, split_utts, tiny_lid_config
 from xlingual.cli import main
 from xlingual.config import ConfigError, LIDConfig, load_config, to_dict
 from xlingual.features import compute_features
-from xlingual.lid import (ScoreMatrix, average_posteriors, frame_posteriors, load_lid, matrix_markdown,
-                          read_score_matrix, repeats_for_balance, score_matrix, train_lid, write_score_matrix)
+from xlingual.lid import average_posteriors, frame_posteriors, load_lid, repeats_for_balance, train_lid
+from xlingual.lid_scores import ScoreMatrix, matrix_markdown, read_score_matrix, score_matrix, write_score_matrix
 from xlingual.model import subsampled_lengths
 
 LANGS = ["bn", "tr", "th"]
@@ -29,12 +29,14 @@ def test_train_lid_writes_checkpoint_reports_and_meta(lid_run):
     out = best.parent
     assert best.name == "best.pt" and (out / "done.json").is_file() and (out / "train_log.jsonl").is_file()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert len(log) == 2 and all({"dev_loss", "dev_acc", "dev_frame_acc"} <= set(r) for r in log)
-    report = json.loads((out / "dev_report.json").read_text())
-    assert report["languages"] == LANGS and report["n_utterances"] == 9
+    assert len(log) == 2 and all({"dev_loss", "dev_acc", "dev_post_acc", "dev_frame_acc"} <= set(r) for r in log)
+    report = json.loads((out / "decode_dev" / "report.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "lid" and results["dev"] == report and isinstance(results["learned"], bool)
+    assert report["languages"] == LANGS and report["n_utts"] == 9
     assert all(sum(report["confusion"][t].values()) == 3 for t in LANGS)  # 3 dev utterances per language
     assert report["accuracy"] == pytest.approx(sum(report["confusion"][t][t] for t in LANGS) / 9)
-    rows = list(csv.reader((out / "dev_confusion.csv").open()))
+    rows = list(csv.reader((out / "decode_dev" / "confusion.csv").open()))
     assert rows[0] == ["true \\ predicted", *LANGS] and [r[0] for r in rows[1:]] == LANGS
     ck = torch.load(best, map_location="cpu", weights_only=True)  # plain data only
     meta = ck["meta"]
@@ -87,13 +89,14 @@ def test_score_matrix_shape_labels_and_files(lid_run, tmp_path):
     inputs = {"th": split_utts(corpus, "th", "test"), "bn": split_utts(corpus, "bn", "test")}
     scores = score_matrix(best, inputs, cache_dir=corpus / ".features")
     assert scores.rows == ["th", "bn"] and scores.columns == LANGS and scores.utterances == [3, 3]
-    for level in ("frame", "utterance"):
+    for level in ("frame", "utterance", "pooled"):
         table = scores.table(level)
         assert list(table) == ["th", "bn"] and all(list(r) == LANGS for r in table.values())
         assert all(sum(r.values()) == pytest.approx(1.0, abs=1e-5) for r in table.values())
     paths = write_score_matrix(scores, tmp_path)
     assert {p.name for p in paths.values()} == {"lid_scores.json", "lid_scores.md", "lid_scores.png",
-                                                "lid_scores_frame.csv", "lid_scores_utterance.csv"}
+                                                "lid_scores_frame.csv", "lid_scores_utterance.csv",
+                                                "lid_scores_pooled.csv"}
     assert paths["png"].stat().st_size > 1000
     rows = list(csv.reader(paths["csv_frame"].open()))
     assert rows[0] == ["input \\ LID", *LANGS] and [r[0] for r in rows[1:]] == ["th", "bn"]
@@ -148,7 +151,7 @@ def test_load_lid_refuses_an_asr_checkpoint(lid_run, tmp_path):
     ck = torch.load(best, map_location="cpu", weights_only=True)
     ck["meta"]["task"] = "asr"
     torch.save(ck, tmp_path / "asr.pt")
-    with pytest.raises(ValueError, match="not an LID checkpoint"):
+    with pytest.raises(ValueError, match="'asr' checkpoint; this needs a language-ID model"):
         load_lid(tmp_path / "asr.pt")
 
 

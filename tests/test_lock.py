@@ -122,17 +122,18 @@ def adapt_setup(tmp_path_factory):
 
 def _entry_points(corpus: CorpusConfig, source: Path, out: Path):
     """Every entry point that writes an experiment folder, called on `out`."""
-    from xlingual.asr import load_language
     from xlingual.lid import train_lid
-    from xlingual.matrix import run_cell, run_matrix
+    from xlingual.matrix import run_matrix
     from xlingual.recipe import run_recipe
-    from xlingual.transfer import adapt, run_adapt
+    from xlingual.runs import execute
+    from xlingual.transfer import adapt_spec, run_adapt
+    from xlingual.worker import run_cell
 
     train = TrainConfig(epochs=1, progress=False, threads=1, device="cpu")
     return {
         "recipe": lambda: run_recipe(RecipeConfig(language="tr", out_dir=str(out), corpus=corpus)),
-        "adapt (API)": lambda: adapt(source, "tr", load_language(corpus, "tr", False), out,
-                                     AdaptConfig(mode="head", train=train), corpus, UnitConfig(), FEATS),
+        "adapt (API)": lambda: execute(adapt_spec(source, "tr", AdaptConfig(mode="head", train=train), corpus,
+                                                  UnitConfig(), FEATS), out),
         "adapt (xlingual adapt)": lambda: run_adapt(AdaptRecipeConfig(language="tr", out_dir=str(out), corpus=corpus,
                                                                       features=FEATS), source),
         "matrix": lambda: run_matrix(MatrixConfig(out_dir=str(out), corpus=corpus, sources=["tr"], targets=["bn"]),

@@ -101,16 +101,22 @@ def test_end_to_end_outputs(first_run):
         for f in ("cell.json", "best.pt", "train_log.jsonl", "decode_test/hyp.txt", "results.json"):
             assert (cell / f).is_file(), cell / f
         res = json.loads((cell / "results.json").read_text())
-        assert res["name"] == name and 0 <= res["test"]["wer"] and res["test"]["n_utts"] == 2
-    src = json.loads((out / f"{TARGET}/main/seed0/results.json").read_text())["source"]
-    assert src == {"name": "scratch/tr-all/seed0", "language": "tr", "hours": None}
+        cell_json = json.loads((cell / "cell.json").read_text())
+        assert res["name"] == name and res["hash"] == cell_json["hash"] and res["test"]["n_utts"] == 2
+        assert res["code_version"] == cell_json["code_version"] and isinstance(res["learned"], bool)
+    res = json.loads((out / f"{TARGET}/main/seed0/results.json").read_text())
+    assert res["source_run"] == "scratch/tr-all/seed0"
+    assert res["source"]["checkpoint"] == str(out / "scratch/tr-all/seed0/best.pt")
+    assert (res["source"]["language"], res["source"]["hours"]) == ("tr", None)
     report = out / "report"
     for stem in ("wer_matrix", "cer_matrix", "gain_matrix", "data_size", "variants", "layer_sweep"):
         assert (report / f"{stem}.csv").is_file() and (report / f"{stem}.md").is_file()
     for png in ("wer_matrix", "cer_matrix", "gain_matrix", "layer_sweep", "curves_bn", "curves_tr"):
         assert (report / f"{png}.png").stat().st_size > 1000
     text = (report / "report.md").read_text()
-    assert "12 of 12 runs finished" in text and "—" not in (report / "wer_matrix.md").read_text()
+    assert "12 of 12 runs finished" in text
+    assert all(cell.strip() != "—" for line in (report / "wer_matrix.md").read_text().splitlines()
+               for cell in line.split("|"))
 
 
 CHANGED = ("variants.head.train.lr=0.0005", "layer_sweep=[1, 2]")  # one changed run, one new run
@@ -134,7 +140,9 @@ def test_rerun_skips_every_run_then_changes_rerun_only_their_runs_in_parallel(fi
         assert "finished in" in (out / name / "log.txt").read_text()
         threads = json.loads((out / name / "cell.json").read_text())["runtime"]["threads"]
         assert threads == max(1, (os.cpu_count() or 1) // 2)
-    assert "—" not in (out / "report" / "layer_sweep.md").read_text()
+    # every cell has its run: a value, or (these 2-epoch runs on tones) the ✗ of a run that did not learn
+    assert all(cell.strip() != "—" for line in (out / "report" / "layer_sweep.md").read_text().splitlines()
+               for cell in line.split("|"))
 
 
 def test_killed_run_resumes_from_its_checkpoint(first_run, corpus):
@@ -147,7 +155,7 @@ def test_killed_run_resumes_from_its_checkpoint(first_run, corpus):
     # what a kill after the last epoch's checkpoint leaves: last.pt, but no done.json and no results.json
     (cell / "done.json").unlink()
     (cell / "results.json").unlink()
-    assert cell_status(out, plan_cells(cfg)[name]) == "partial"
+    assert cell_status(out, plan_cells(cfg)[name]) == ("partial", "interrupted: resumes from last.pt")
     summary = run_matrix(cfg, jobs=1, progress=False)
     assert name in summary["ran"]  # (with the changed runs too when this test runs alone)
     assert (cell / "train_log.jsonl").read_text() == log_before  # resumed from last.pt: no epoch trained again
@@ -158,7 +166,7 @@ def test_cli_dry_run_and_report(first_run, corpus, capsys):
     out, _ = first_run
     sets = sum((["--set", s] for s in settings(corpus.dir, out)), [])
     assert main(["matrix", str(TINY_YAML), "--dry-run", *sets]) == 0
-    status = dict(reversed(line.split()) for line in capsys.readouterr().out.splitlines())
+    status = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
     assert len(status) == 12 and status[f"{TARGET}/k0/seed0"] in ("done", "new")
     assert all(v == "done" for k, v in status.items() if "/head/" not in k and "/k0/" not in k)
     assert main(["report", str(out)]) == 0
@@ -187,3 +195,21 @@ def test_failed_source_blocks_its_cells_and_the_rest_still_reports(corpus, tmp_p
     wer = (tmp_path / "m" / "report" / "wer_matrix.csv").read_text().splitlines()
     assert wer == ["adapt to \\ pretrain on,tr", "bn,"]  # the failed cell is empty
     assert (tmp_path / "m" / "scratch/bn-3.6s/seed0/results.json").is_file()  # the independent run finished
+
+
+def test_a_code_change_makes_runs_stale_unless_reuse_is_asked(first_run, corpus, monkeypatch, capsys):
+    """The code version is part of every run's key: after a change to the compute modules every run is stale, the
+    dry run says why, and --reuse-stale-code keeps the old results with the report saying so."""
+    out, _ = first_run
+    cfg = config(corpus.dir, out, *CHANGED)
+    assert all(s == "done" for _, s, _ in matrix_mod.matrix_status(cfg))
+    monkeypatch.setattr(matrix_mod, "code_version", lambda kind="scratch": "9.9.9+changed")
+    status = matrix_mod.matrix_status(cfg)
+    assert all(s == "stale" and "code changed" in why and "9.9.9+changed" in why for _, s, why in status)
+    sets = sum((["--set", s] for s in settings(corpus.dir, out, *CHANGED)), [])
+    assert main(["matrix", str(TINY_YAML), "--dry-run", *sets]) == 0
+    assert "stale" in capsys.readouterr().out
+    before = mtimes(out)
+    summary = run_matrix(cfg, jobs=1, progress=False, reuse_code=True)
+    assert summary["ran"] == [] and mtimes(out) == before
+    assert "12 runs were made by an earlier code version" in (out / "report" / "report.md").read_text()

@@ -18,14 +18,59 @@ def test_presets_shapes(preset):
     assert y.shape == (2, 15, 30) and out.tolist() == [15, 5]
 
 
-def test_padding_does_not_change_outputs():
-    m = AcousticModel(dims_from_config(ModelConfig(), 80, 12)).eval()
-    x = torch.randn(1, 400, 80)
-    y1, _ = m(x, torch.tensor([400]))
-    padded = torch.cat([x, torch.randn(1, 100, 80)], 1)
-    y2, _ = m(padded, torch.tensor([400]))
-    # attention ignores padded frames; convolutions see them only within their receptive field of the edge
-    assert torch.allclose(y1[0, :80], y2[0, :80], atol=1e-2)
+def _batched_vs_alone(model, lengths, utterance=False):
+    """Max difference between each utterance's outputs alone and padded in a batch with the others."""
+    torch.manual_seed(1)
+    feats = [torch.randn(n, model.dims.n_mels) * 3 + 1 for n in lengths]
+    batch = torch.zeros(len(feats), max(lengths), model.dims.n_mels)
+    for i, f in enumerate(feats):
+        batch[i, : len(f)] = f
+    lens = torch.tensor(lengths)
+    worst = 0.0
+    with torch.no_grad():
+        if utterance:
+            together = model.utterance(batch, lens)
+            for i, f in enumerate(feats):
+                alone = model.utterance(f[None], lens[i:i + 1])
+                for key in ("logits", "embedding"):
+                    worst = max(worst, float((alone[key][0] - together[key][i]).abs().max()))
+        else:
+            together, out_lens = model(batch, lens)
+            for i, f in enumerate(feats):
+                alone, n = model(f[None], lens[i:i + 1])
+                assert int(n[0]) == int(out_lens[i])
+                worst = max(worst, float((alone[0] - together[i, : int(n[0])]).abs().max()))
+    return worst
+
+
+# (embed_dim, mode): ASR (frame head) and LID (utterance head), in eval and in training mode without dropout
+@pytest.mark.parametrize("embed_dim, mode", [(0, "eval"), (0, "train"), (16, "eval"), (16, "train")])
+def test_outputs_do_not_depend_on_the_batch(embed_dim, mode):
+    """An utterance's outputs are the same alone or padded beside longer ones: padded frames are zeroed before
+    every convolution, masked in attention and pooling, and no norm mixes frames or utterances."""
+    torch.manual_seed(0)
+    m = AcousticModel(dims_from_config(ModelConfig(preset="tiny", dropout=0.0), 40, 12, embed_dim=embed_dim))
+    m.set_cmvn(torch.randn(40), torch.rand(40) + 0.5)  # CMVN would turn zero padding into non-zero values
+    getattr(m, mode)()
+    lengths = [37, 130, 61, 9]
+    assert _batched_vs_alone(m, lengths) < 1e-5
+    if embed_dim:
+        assert _batched_vs_alone(m, lengths, utterance=True) < 1e-5
+
+
+def test_batch_dependence_would_be_detected():
+    """The check above fails for a model that lets padding in (its zeroing switched off): it can fail."""
+    torch.manual_seed(0)
+    m = AcousticModel(dims_from_config(ModelConfig(preset="tiny", dropout=0.0), 40, 12)).eval()
+    m.set_cmvn(torch.randn(40), torch.rand(40) + 0.5)
+    import xlingual.model as model_module
+
+    real = model_module.padding_mask
+    try:  # a mask that marks nothing as padding: padded frames reach the convolutions and attention
+        model_module.padding_mask = lambda lengths, n: torch.zeros(len(lengths), n, dtype=torch.bool)
+        assert _batched_vs_alone(m, [37, 130]) > 1e-3
+    finally:
+        model_module.padding_mask = real
 
 
 def test_override_and_dims_round_trip():

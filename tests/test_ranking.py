@@ -11,10 +11,12 @@ from helpers import build_corpus, split_utts, tiny_lid_config
 from xlingual.cli import main
 from xlingual.config import to_dict
 from xlingual.corpus import Utterance, read_manifest, write_manifest
-from xlingual.lid import average_posteriors, load_lid, posteriors_for, train_lid, utterance_posteriors
-from xlingual.ranking import (evaluate_ranking, inventory_overlap, inventory_scores, rank_query, rank_sources,
-                              read_wer_matrix, select_by_lid, select_utterances, typology_available,
-                              typology_scores, unit_inventory)
+from xlingual.lid import average_scores, load_lid, posteriors_for, train_lid
+from xlingual.predictors import (inventory_overlap, inventory_scores, typology_available, typology_scores,
+                                 unit_inventory)
+from xlingual.rank_metrics import evaluate_ranking, read_wer_matrix
+from xlingual.ranking import rank_query, rank_sources
+from xlingual.selection import select_by_lid, select_utterances
 
 # --------------------------------------------------------------------------------------------------------------
 # A reference example from the IARPA Babel experiment (Bengali, Assamese, Lao, Turkish); rows are targets, columns
@@ -202,7 +204,7 @@ def test_rank_sources_orders_by_average_posterior_and_excludes_self(lid_run):
     assert [s for s, _ in ranking] != [] and "bn" not in dict(ranking) and len(ranking) == 2
     assert [v for _, v in ranking] == sorted((v for _, v in ranking), reverse=True)
     model, meta = load_lid(best)
-    avg = average_posteriors(posteriors_for(model, meta, read_manifest(target)))["frame"]
+    avg = average_scores(posteriors_for(model, meta, read_manifest(target)))["frame"]
     expected = {lang: float(v) for lang, v in zip(meta["languages"], avg) if lang != "bn"}
     assert dict(ranking) == pytest.approx(expected, abs=1e-6)
     with_self = rank_query(best, target, exclude_self=False, level="utterance")
@@ -260,7 +262,7 @@ def test_select_by_lid_takes_the_most_target_like_pool_utterances(lid_run, tmp_p
     assert summary["criterion"] == "target" and summary["selected_utterances"] == len(chosen) > 0
     assert sum(u.duration for u in chosen) <= budget * 3600 + 1e-6
     model, meta = load_lid(best)
-    post = utterance_posteriors(posteriors_for(model, meta, pool))
+    post = posteriors_for(model, meta, pool).pooled
     bn = meta["languages"].index("bn")
     chosen_ids = {u.id for u in chosen}
     worst_chosen = min(float(post[i][bn]) for i in chosen_ids)
@@ -284,18 +286,26 @@ def test_cli_rank_eval_in_set_loo_and_baselines(lid_run, tmp_path, capsys):
     assert main(["rank-eval", "--lid", str(best), "--wer-matrix", str(wer), "--out", str(out),
                  "--loo-config", str(loo), "--set", f"out_dir={tmp_path / 'loo'}"]) == 0
     md = capsys.readouterr().out
-    assert "| in_set | lid | 3 |" in md and "| loo | lid | 3 |" in md and "| baselines | char_jaccard | 3 |" in md
+    for row in ("| in_set | lid_frame | 3 |", "| loo | lid_frame | 3 |", "| loo | lid_pooled | 3 |",
+                "| loo | embedding | 3 |", "| loo | combined | 3 |", "| baselines | char_jaccard | 3 |"):
+        assert row in md, row
     res = json.loads((out / "ranking_eval.json").read_text())
     assert set(res["evaluations"]) == {"in_set", "loo", "baselines"}
     assert {"char_jaccard", "char_coverage", "ipa_jaccard", "ipa_coverage"} <= set(res["evaluations"]["baselines"])
+    ev = res["evaluations"]["loo"]["lid_frame"]
+    assert set(ev["permutation"]) == {"top1_hits", "mean_regret", "spearman", "ndcg@3"}
+    assert 0 < ev["permutation"]["top1_hits"]["p"] <= 1 and ev["vs_best_baseline"]["baseline"] in \
+        res["evaluations"]["baselines"]
+    # expected random top-1 is a count over the targets (1 best of 2 candidates each: 3 x 1/2)
+    assert ev["summary"]["random_top1_hits"] == 1.5
     if not typology_available():
         assert any("lang2vec" in n for n in res["notes"])
     loo_scores = json.loads((out / "loo_scores.json").read_text())
-    for t, row in loo_scores["scores"].items():  # an LID trained without t never scores t
+    for t, row in loo_scores["scores"]["lid_frame"].items():  # an LID trained without t never scores t
         assert t not in row and len(row) == 2
         assert load_lid(loo_scores["checkpoints"][t])[1]["languages"] == [x for x in ["bn", "tr", "th"] if x != t]
-    for name in ("lid_scores.png", "lid_scores_frame.csv", "ranking_in_set_lid.csv", "ranking_loo_lid.csv",
-                 "ranking_eval.md", "loo_scores.png"):
+    for name in ("lid_scores.png", "lid_scores_frame.csv", "ranking_in_set_lid_frame.csv",
+                 "ranking_loo_lid_frame.csv", "ranking_eval.md", "loo_scores.png", "oracle.json"):
         assert (out / name).is_file()
-    row = res["evaluations"]["in_set"]["lid"]["targets"][0]
+    row = res["evaluations"]["in_set"]["lid_frame"]["targets"][0]
     assert row["target"] == "bn" and row["n_candidates"] == 2 and row["best"] == ["tr"]

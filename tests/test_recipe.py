@@ -15,13 +15,22 @@ def test_tiny_recipe_end_to_end(tmp_path, capsys):
     assert main(args) == 0
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
     for split in ("dev", "test"):
-        assert 0 <= results[split]["cer"] and results[split]["n_utts"] > 0
-        assert (tmp_path / "exp" / f"decode_{split}" / "summary.json").is_file()
+        summary = json.loads((tmp_path / "exp" / f"decode_{split}" / "summary.json").read_text())
+        assert {k: results[split][k] for k in ("wer", "cer", "n_utts")} == {k: summary[k] for k in
+                                                                           ("wer", "cer", "n_utts")}
+        assert results[split]["n_utts"] == len((tmp_path / "corpus" / "tr" / f"{split}.jsonl").read_text()
+                                               .splitlines())
+    assert results["kind"] == "scratch" and results["language"] == "tr" and results["training"]["epochs"] == 2
+    assert isinstance(results["learned"], bool) and results["code_version"].startswith("0.")
+    assert results["wall_seconds"] >= results["training"]["train_seconds"] > 0
     assert (tmp_path / "exp" / "best.pt").is_file()
     stamp = (tmp_path / "exp" / "best.pt").stat().st_mtime_ns
-    # re-running finds the finished training (done.json) and only re-scores
-    assert main(args + ["--stage", "1"]) == 0
+    # re-running finds the finished run and reuses it; scoring alone (stage 2) still reports the training time
+    (tmp_path / "exp" / "results.json").unlink()
+    assert main(args + ["--stage", "2"]) == 0
     assert (tmp_path / "exp" / "best.pt").stat().st_mtime_ns == stamp
+    again = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert again["training"] == results["training"] and again["wall_seconds"] >= results["training"]["train_seconds"]
 
 
 def test_recipe_config_errors_are_clear(tmp_path, capsys):

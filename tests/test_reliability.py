@@ -27,7 +27,9 @@ from data_prep.fleurs import FLEURS_COLUMNS, read_fleurs_tsv
 from data_prep.kaldi import read_kaldi_dir
 from helpers import FEATS, save_source, write_tiny_corpus
 from xlingual import train as train_mod
-from xlingual.asr import (build_tokenizer, checkpoint_meta, load_language, load_model, make_evaluator, make_examples,
+from xlingual.checkpoint import load_model, model_meta
+from xlingual.runs import load_language
+from xlingual.asr import (build_tokenizer, make_evaluator, make_examples,
                           new_model)
 from xlingual.cli import main
 from xlingual.config import ModelConfig, TrainConfig, UnitConfig
@@ -85,7 +87,7 @@ def test_adaptation_target_units_outside_a_shared_unit_set(corpus, tmp_path, cap
     assert main(argv) == 2
     one_clear_line(capsys.readouterr().err, "lacks", "ü", "ç", "keep_head_if_shared=false")
     assert main(argv + ["--set", "adapt.keep_head_if_shared=false"]) == 0
-    assert read_json(tmp_path / "a" / "results.json")["kept_head"] is False
+    assert read_json(tmp_path / "a" / "results.json")["adapt"]["kept_head"] is False
 
 
 def test_spm_units_outside_the_unit_set_are_found():
@@ -248,7 +250,7 @@ def test_normalizer_returns_usable_text_or_a_text_error(text, language):
 def tiny(corpus):
     from xlingual.features import compute_features
 
-    data = load_language(corpus, "tr", False)
+    data = load_language(corpus, "tr")
     store = compute_features(data["train"] + data["dev"], Path(corpus.dir) / ".features", FEATS, progress=False)
     return data, store, build_tokenizer(data["train"], UnitConfig())
 
@@ -257,9 +259,9 @@ def fit_tiny(tiny, out: Path, examples=None, **over) -> list[dict]:
     data, store, tok = tiny
     cfg = TrainConfig(**{"epochs": 2, "max_batch_seconds": 2.0, "progress": False, "checkpoint_every_steps": 1,
                          "threads": 1, "device": "cpu", "warmup_steps": 2, **over})
-    model = new_model(TINY_MODEL, FEATS, tok, store, data["train"], cfg.seed)
-    return fit(model, examples or make_examples(data["train"], store, tok), store, cfg, out,
-               make_evaluator(store, data["dev"], tok), specaug=FEATS, meta=checkpoint_meta(model, tok, FEATS),
+    model = new_model(TINY_MODEL, FEATS, tok.vocab_size, store, [u.id for u in data["train"]], cfg.seed)
+    return fit(model, examples or make_examples(data["train"], store, tok)[0], store, cfg, out,
+               make_evaluator(store, data["dev"], tok), specaug=FEATS, meta=model_meta(model, "asr", FEATS, tok),
                run_key="k")
 
 
@@ -284,7 +286,7 @@ def test_isolated_nonfinite_losses_are_skipped_and_counted(tiny, tmp_path, monke
 def test_transcript_too_long_for_its_audio_is_a_counted_skip(tiny, tmp_path):
     """A real fault: CTC cannot align 400 units to ~20 output frames, so that batch's loss is inf."""
     data, store, tok = tiny
-    examples = make_examples(data["train"], store, tok)
+    examples, _ = make_examples(data["train"], store, tok)
     examples[0] = Example(examples[0].id, examples[0].frames, examples[0].target * 40)
     hist = fit_tiny(tiny, tmp_path / "r", examples)
     assert [h["nonfinite_steps"] for h in hist] == [1, 1] and all(math.isfinite(h["train_loss"]) for h in hist)

@@ -15,7 +15,7 @@ import pytest
 from helpers import TINY_YAML
 from xlingual.config import MatrixConfig, load_config
 from xlingual.matrix import plan_cells, write_plan
-from xlingual.ranking import read_wer_matrix
+from xlingual.rank_metrics import read_wer_matrix
 from xlingual.report import Results, Table, hours_label, write_report
 
 
@@ -42,7 +42,7 @@ def wer_of(cell: dict, seed_offset: float) -> float | None:
     return None
 
 
-def make_matrix(out: Path, *sets: str, skip=(), seed_offset: float = 0.0) -> MatrixConfig:
+def make_matrix(out: Path, *sets: str, skip=(), seed_offset: float = 0.0, unlearned=()) -> MatrixConfig:
     cfg = load_config(MatrixConfig, TINY_YAML, [f"out_dir={out}", *sets])
     cells = plan_cells(cfg)
     write_plan(out, cfg, cells)
@@ -54,7 +54,8 @@ def make_matrix(out: Path, *sets: str, skip=(), seed_offset: float = 0.0) -> Mat
         folder = out / c["name"]
         folder.mkdir(parents=True)
         (folder / "results.json").write_text(json.dumps({"hash": c["hash"], "test": {"wer": w, "cer": w / 2},
-                                                         "epochs": 2, "steps": 4, "best_dev_wer": w + 1}))
+                                                         "learned": c["name"] not in unlearned,
+                                                         "training": {"epochs": 2, "steps": 4}}))
         (folder / "train_log.jsonl").write_text("".join(
             json.dumps({"epoch": e, "step": 2 * e, "dev_wer": w + 10 / e}) + "\n" for e in (1, 2)))
     return cfg
@@ -77,9 +78,11 @@ def test_wer_matrix_layout_like_the_reference(report):
     assert read_wer_matrix(report / "wer_matrix.csv") == {"bn": {"bn": 40.0, "tr": 50.0},
                                                           "tr": {"bn": 45.0, "tr": 30.0}}  # what rank-eval reads
     md = (report / "wer_matrix.md").read_text().splitlines()
-    assert md[2] == "| adapt to \\ pretrain on | Bangla (bn) | Turkish (tr) |"
-    assert md[4] == "| Bangla (bn) | **40.0** | 50.0 |"  # the same-language cell in bold
-    assert md[5] == "| Turkish (tr) | 45.0 | **30.0** |"
+    assert md[0] == "| adapt to \\ pretrain on | Bangla (bn) | Turkish (tr) |"  # one heading: the report's
+    assert md[2] == "| Bangla (bn) | **40.0** | 50.0 |"  # the same-language cell in bold
+    assert md[3] == "| Turkish (tr) | 45.0 | **30.0** |"
+    report_md = (report / "report.md").read_text()
+    assert report_md.count("## WER matrix") == 1
     assert read_csv(report / "cer_matrix.csv")[1] == ["bn", "20", "25"]
 
 
@@ -153,6 +156,27 @@ def test_missing_and_stale_runs_are_empty_cells(tmp_path):
     md = (tmp_path / "report" / "wer_matrix.md").read_text()
     assert "| Bangla (bn) | **40.0** | — |" in md
     assert "10 of 12 runs finished" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_runs_that_did_not_learn_are_flagged_not_tabled(tmp_path):
+    """A cell whose run did not learn is no measurement: empty in the CSV (so rank-eval skips it), shown with ✗
+    in Markdown, left out of means, listed in unlearned.json; a seed that did not learn leaves the mean of the
+    others and is counted beside it."""
+    cell = "adapt/tr-all_to_bn-10.8s/main/seed0"
+    make_matrix(tmp_path, "seeds=[0, 1]", seed_offset=2.0, unlearned={cell, "adapt/bn-all_to_tr-10.8s/main/seed1"})
+    write_report(tmp_path)
+    assert read_csv(tmp_path / "report" / "wer_matrix.csv")[1:] == [["bn", "41", "52"], ["tr", "45", "31"]]
+    md = (tmp_path / "report" / "wer_matrix.md").read_text()
+    assert "| Bangla (bn) | **41.0** | 52.0 (1 ✗) |" in md and "| Turkish (tr) | 45.0 (1 ✗) | **31.0** |" in md
+    make_matrix(tmp_path / "one", unlearned={cell})
+    write_report(tmp_path / "one")
+    assert read_csv(tmp_path / "one" / "report" / "wer_matrix.csv")[1] == ["bn", "40", ""]
+    md = (tmp_path / "one" / "report" / "wer_matrix.md").read_text()
+    assert "| Bangla (bn) | **40.0** | ✗ 50.0 |" in md and "did not learn" in md
+    flagged = json.loads((tmp_path / "one" / "report" / "unlearned.json").read_text())
+    assert [f["name"] for f in flagged] == [cell]
+    assert "1 of them did not learn" in (tmp_path / "one" / "report" / "report.md").read_text()
+    assert read_wer_matrix(tmp_path / "one" / "report" / "wer_matrix.csv")["bn"] == {"bn": 40.0}
 
 
 def test_seeds_are_averaged(tmp_path):

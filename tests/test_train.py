@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from xlingual import train as train_mod
-from xlingual.asr import budget, build_tokenizer, make_evaluator, make_examples, new_model
-from xlingual.config import CorpusConfig, FeatureConfig, ModelConfig, TrainConfig, UnitConfig
+from xlingual.asr import build_tokenizer, make_evaluator, make_examples, new_model
+from xlingual.config import FeatureConfig, ModelConfig, TrainConfig, UnitConfig
 from xlingual.corpus import read_manifest
 from xlingual.features import compute_features
 from xlingual.train import TrainingError, bucket_batches, fit
@@ -26,9 +26,9 @@ def run(tiny, out, resume=True, **over):
     train, dev, store, tok, feats = tiny
     args = dict(epochs=2, max_batch_seconds=8, progress=False, checkpoint_every_steps=1, threads=1, warmup_steps=2)
     cfg = TrainConfig(**{**args, **over})
-    model = new_model(ModelConfig(n_layers=1, d_model=32, ffn_dim=64, subsample_channels=8), feats, tok, store,
-                      train, cfg.seed)
-    hist = fit(model, make_examples(train, store, tok), store, cfg, out, make_evaluator(store, dev, tok),
+    model = new_model(ModelConfig(n_layers=1, d_model=32, ffn_dim=64, subsample_channels=8), feats, tok.vocab_size,
+                      store, [u.id for u in train], cfg.seed)
+    hist = fit(model, make_examples(train, store, tok)[0], store, cfg, out, make_evaluator(store, dev, tok),
                specaug=feats, run_key="k", resume=resume)
     return model, hist
 
@@ -75,10 +75,10 @@ def test_resume_refuses_other_configuration(tiny, tmp_path):
     run(tiny, tmp_path / "x")
     (tmp_path / "x" / "done.json").unlink()
     train, dev, store, tok, feats = tiny
-    model = new_model(ModelConfig(n_layers=1, d_model=32, ffn_dim=64, subsample_channels=8), feats, tok, store,
-                      train, 0)
+    model = new_model(ModelConfig(n_layers=1, d_model=32, ffn_dim=64, subsample_channels=8), feats, tok.vocab_size,
+                      store, [u.id for u in train], 0)
     with pytest.raises(TrainingError, match="different configuration"):
-        fit(model, make_examples(train, store, tok), store, TrainConfig(epochs=2, progress=False), tmp_path / "x",
+        fit(model, make_examples(train, store, tok)[0], store, TrainConfig(epochs=2, progress=False), tmp_path / "x",
             make_evaluator(store, dev, tok), run_key="other")
 
 
@@ -86,6 +86,19 @@ def test_nonfinite_losses_stop_with_clear_message(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "compute_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(TrainingError, match="non-finite"):
         run(tiny, tmp_path / "nan", max_nonfinite=3)
+
+
+@pytest.mark.parametrize("lr", [float("inf"), 1e12])
+def test_a_diverged_model_is_never_saved_as_a_result(tiny, tmp_path, lr):
+    """An infinite or absurd learning rate makes the weights non-finite: the run stops, and no best.pt with NaN
+    weights is left as its result."""
+    with pytest.raises(TrainingError, match="non-finite"):
+        run(tiny, tmp_path / "div", lr=lr, max_nonfinite=3)
+    best = tmp_path / "div" / "best.pt"
+    if best.is_file():  # an earlier, still finite epoch may be kept
+        from xlingual.checkpoint import load_model
+
+        load_model(best)  # refuses non-finite weights
 
 
 def test_utterance_longer_than_a_batch_is_reported(tiny, tmp_path):

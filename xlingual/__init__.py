@@ -7,4 +7,4 @@
 # parallel run its share of threads), so the default stays; on a machine shared with other jobs, export
 # OMP_WAIT_POLICY=PASSIVE before starting xlingual (README, "Performance").
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -58,18 +58,16 @@ def _prepare_corpus(args) -> None:
 
 
 def _decode(args) -> None:
-    from pathlib import Path
-
-    from .asr import decode_and_score, load_model
+    from .asr import decode_and_score
+    from .checkpoint import load_model
     from .config import DecodeConfig, FeatureConfig, from_dict
     from .corpus import read_manifest
-    from .features import compute_features
+    from .features import cache_for_manifest, compute_features
 
-    model, tok, meta = load_model(args.checkpoint)
+    model, tok, meta = load_model(args.checkpoint, task="asr")
     utts = read_manifest(args.manifest)
     feats = from_dict(FeatureConfig, meta["features"])
-    cache = Path(args.manifest).parent / ".features"
-    store = compute_features(utts, cache, feats)
+    store = compute_features(utts, cache_for_manifest(args.manifest), feats)  # the corpus's cache, as the recipe's
     summary = decode_and_score(model, tok, store, utts, args.out, DecodeConfig(method=args.method,
                                                                                beam_size=args.beam_size))
     print(json.dumps(summary, indent=2))
@@ -84,10 +82,12 @@ def _lid_train(args) -> None:
     from .lid import train_lid
 
     best = train_lid(load_config(LIDConfig, args.config, args.set))
-    report = read_json(best.parent / "dev_report.json")
-    print(json.dumps({"checkpoint": str(best), "dev_accuracy": report["accuracy"],
-                      "per_language_accuracy": report["per_language_accuracy"],
-                      "confusion (rows: true, columns: predicted)": report["confusion"]}, indent=2))
+    res = read_json(best.parent / "results.json")
+    dev = res["dev"]
+    print(json.dumps({"checkpoint": str(best), "learned": res["learned"], "dev_accuracy": dev["accuracy"],
+                      "dev_posterior_accuracy": dev["posterior_accuracy"],
+                      "per_language_accuracy": dev["per_language_accuracy"],
+                      "confusion (rows: true, columns: predicted)": dev["confusion"]}, indent=2))
 
 
 def _manifests_by_language(paths: list[str], require_text: bool = False) -> dict:
@@ -101,7 +101,7 @@ def _manifests_by_language(paths: list[str], require_text: bool = False) -> dict
 
 
 def _lid_score(args) -> None:
-    from .lid import matrix_markdown, score_matrix, write_score_matrix
+    from .lid_scores import matrix_markdown, score_matrix, write_score_matrix
 
     scores = score_matrix(args.lid, _manifests_by_language(args.manifests), args.cache_dir, args.device)
     paths = write_score_matrix(scores, args.out)
@@ -110,7 +110,8 @@ def _lid_score(args) -> None:
 
 
 def _lid_select(args) -> None:
-    from .ranking import load_target, select_by_lid
+    from .ranking import load_target
+    from .selection import select_by_lid
 
     import tempfile
 
@@ -127,31 +128,55 @@ def _rank(args) -> None:
     from .ranking import rank_query
 
     res = rank_query(args.lid, args.target, exclude_self=not args.keep_self, language=args.language,
-                     level=args.level, max_hours=args.max_hours, cache_dir=args.cache_dir, device=args.device)
+                     level=args.level, max_hours=args.max_hours, cache_dir=args.cache_dir, device=args.device,
+                     oracle=args.oracle)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2, ensure_ascii=False))
         return
+    what = {"frame": "average LID posterior over its frames", "utterance": "mean of its utterances' average LID "
+            "posteriors", "pooled": "mean utterance-level LID posterior"}[res.level]
     print(f"sources for {res.target} (language {res.language or 'unknown'}; {res.n_utterances} utterances, "
-          f"{res.hours * 60:.1f} min; {res.level}-level average LID posterior; {res.seconds:.1f} s)")
+          f"{res.hours * 60:.1f} min; {res.seconds:.1f} s)")
+    print(f"score: the {what}; higher = predicted better pre-training source")
     for i, (lang, score) in enumerate(res.ranking, 1):
         print(f"{i:3d}. {lang:<8s} {score:.4f}")
     if res.excluded:
-        print(f"(excluded: {', '.join(res.excluded)}, the target's own language)")
+        print(f"(excluded: {', '.join(res.excluded)}, the target's own language; the scores no longer sum to 1)")
+    if len(res.ranking) >= 2:
+        lo, hi = res.margin_interval
+        print(f"margin {res.ranking[0][0]} - {res.ranking[1][0]}: {res.margin:.4f} (95% over resampled utterances "
+              f"{lo:.4f} .. {hi:.4f}); the first source stays first in {100 * res.stability:.0f}% of resamples"
+              + ("" if lo > 0 else ": within noise, a tie"))
+    if res.measured:
+        m = res.measured
+        right = res.ranking and res.ranking[0][0] in m["tied"]
+        print(f"measured ({m['metric'].upper()} matrix, {m['source']}): best source {m['best']}"
+              + (f" (within noise: {', '.join(m['tied'])})" if len(m["tied"]) > 1 else "")
+              + f"; this query's first choice is {'right' if right else 'not the measured best'}")
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def _rank_eval(args) -> None:
     from pathlib import Path
 
-    from .config import LIDConfig, load_config
+    from .config import LIDConfig, PhonotacticConfig, load_config
     from .lid import load_lid
-    from .ranking import read_wer_matrix, run_rank_eval
+    from .rank_eval import csv_oracle, matrix_oracle, run_rank_eval
 
-    wer = read_wer_matrix(args.wer_matrix)
+    if bool(args.matrix) == bool(args.wer_matrix):
+        raise ValueError("give the measured matrix as --matrix <matrix folder> (with its noise) or --wer-matrix "
+                         "<CSV> (values only), one of them")
+    oracle = matrix_oracle(args.matrix, args.metric, n_boot=args.n_boot) if args.matrix else csv_oracle(args.wer_matrix)
+    if not (args.data or args.lid):
+        raise ValueError("--data <corpus folder> is needed when no --lid gives the corpus it was trained on")
     data_dir = args.data or load_lid(args.lid)[1]["config"]["corpus"]["dir"]
     loo = load_config(LIDConfig, args.loo_config, args.set) if args.loo_config else None
+    phones = load_config(PhonotacticConfig, args.phone_config, args.phone_set) if args.phone_config else None
     baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
-    run_rank_eval(args.lid, wer, args.out, data_dir, split=args.split, loo_cfg=loo, baselines=baselines, k=args.k,
-                  level=args.level, max_hours=args.max_hours, cache_dir=args.cache_dir, device=args.device)
+    run_rank_eval(oracle, args.out, data_dir, split=args.split, lid_ckpt=args.lid, loo_cfg=loo, phone_cfg=phones,
+                  baselines=baselines, k=args.k, n_perm=args.n_perm, level=args.level, max_hours=args.max_hours,
+                  cache_dir=args.cache_dir, device=args.device)
     print((Path(args.out) / "ranking_eval.md").read_text(encoding="utf-8"), end="")
 
 
@@ -161,8 +186,9 @@ def _add_lid_parsers(sub) -> None:
         q.add_argument("--device", default="cpu", help="cpu, cuda or auto (inference)")
         q.add_argument("--cache-dir", default=None, help="feature cache folder (default: a temporary one)")
         if level:
-            q.add_argument("--level", choices=["frame", "utterance"], default="frame",
-                           help="average over all frames (the reference) or over per-utterance means")
+            q.add_argument("--level", choices=["frame", "utterance", "pooled"], default="frame",
+                           help="average over all frames (the reference), over per-utterance means, or the "
+                           "utterance head's posteriors")
 
     lid = sub.add_parser("lid", help="language ID over source languages: train, score matrix, data selection")
     lsub = lid.add_subparsers(dest="lid_verb", required=True, metavar="<lid verb>")
@@ -194,19 +220,33 @@ def _add_lid_parsers(sub) -> None:
     r.add_argument("--keep-self", action="store_true", help="keep the target's own language in the ranking")
     r.add_argument("--max-hours", type=float, default=None, help="score at most this much target audio")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument("--oracle", help="an oracle.json of `xlingual rank-eval`: where it measured the target's "
+                   "language, its answer is shown beside the prediction")
     common(r)
     r.set_defaults(func=_rank)
 
-    e = sub.add_parser("rank-eval", help="evaluate LID ranking and baselines against a WER matrix")
-    e.add_argument("--lid", required=True, help="LID checkpoint trained on the source languages (in-set setting)")
-    e.add_argument("--wer-matrix", required=True, help="CSV: rows 'adapt to' target, columns 'pretrain on' source")
-    e.add_argument("--out", required=True, help="folder for ranking_eval.{json,md}, per-target CSVs, LID scores")
-    e.add_argument("--data", help="corpus folder with <lang>/<split>.jsonl (default: the LID's training corpus)")
-    e.add_argument("--split", default="test", help="target speech split scored by the LID")
-    e.add_argument("--loo-config", help="LIDConfig YAML: also train leave-one-out LIDs (cached) and evaluate them")
+    e = sub.add_parser("rank-eval", help="evaluate source predictors (LID, embeddings, phonotactics, baselines) "
+                       "against a measured matrix, with noise, p-values and random expectations")
+    e.add_argument("--matrix", help="a matrix folder (xlingual matrix): its error rates, and per-utterance errors "
+                   "for the noise (which sources tie with each target's best)")
+    e.add_argument("--wer-matrix", help="or a CSV: rows 'adapt to' target, columns 'pretrain on' source (no noise)")
+    e.add_argument("--metric", choices=["cer", "wer"], default="cer", help="the oracle with --matrix (default CER: "
+                   "at small budgets WER saturates)")
+    e.add_argument("--out", required=True, help="folder for ranking_eval.{json,md}, per-predictor CSVs, scores")
+    e.add_argument("--lid", help="an LID checkpoint trained on the sources (the in-set setting)")
+    e.add_argument("--data", help="corpus folder with <lang>/<split>.jsonl (default: the --lid's training corpus)")
+    e.add_argument("--split", default="test", help="target speech split scored by the predictors")
+    e.add_argument("--loo-config", help="LIDConfig YAML: train leave-one-out LIDs (cached) -> LID posterior, pooled "
+                   "posterior and embedding predictors")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for --loo-config")
+    e.add_argument("--phone-config", help="PhonotacticConfig YAML: leave-one-out phone recognizers (cached) -> the "
+                   "phonotactic predictor")
+    e.add_argument("--phone-set", action="append", default=[], metavar="KEY=VALUE", help="override for "
+                   "--phone-config")
     e.add_argument("--baselines", default="char,ipa,typology", help="comma list of char, ipa, typology; or none")
     e.add_argument("--k", type=int, default=3, help="NDCG cut-off")
+    e.add_argument("--n-perm", type=int, default=10000, help="random rankings for the permutation p-values")
+    e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the noise of the oracle")
     e.add_argument("--max-hours", type=float, default=None, help="target audio scored per language")
     common(e)
     e.set_defaults(func=_rank_eval)
@@ -227,8 +267,8 @@ def _matrix(args) -> None:
 
     cfg = load_config(MatrixConfig, args.config, args.set)
     if args.dry_run:
-        for name, status in matrix_status(cfg):
-            print(f"{status:8s} {name}")
+        for name, status, why in matrix_status(cfg, args.reuse_stale_code):
+            print(f"{status:8s} {name}" + (f"  ({why})" if why else ""))
         return
     slurm = None
     if args.executor == "slurm":
@@ -241,7 +281,7 @@ def _matrix(args) -> None:
         slurm = SlurmOptions(partition=args.slurm_partition, gpus_per_node=args.slurm_gpus_per_node,
                              cpus_per_task=args.slurm_cpus_per_task, mem_gb=args.slurm_mem_gb,
                              timeout_min=args.slurm_time_min, additional=extra)
-    summary = run_matrix(cfg, jobs=args.jobs, executor=args.executor, slurm=slurm)
+    summary = run_matrix(cfg, jobs=args.jobs, executor=args.executor, slurm=slurm, reuse_code=args.reuse_stale_code)
     print(f"{len(summary['ran'])} runs ran, {len(summary['skipped'])} up to date, "
           f"{summary['wall_seconds']:.0f} s; report: {summary['report']}")
 
@@ -267,7 +307,10 @@ def _add_transfer_parsers(sub) -> None:
     m.add_argument("config", help="YAML delta over xlingual.config.MatrixConfig")
     m.add_argument("--jobs", type=int, default=1, help="runs at a time, each a process with its own log.txt")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. seeds=[0,1]")
-    m.add_argument("--dry-run", action="store_true", help="list every run and its status (done/stale/partial/new)")
+    m.add_argument("--dry-run", action="store_true", help="list every run and its status (done/stale/partial/new) "
+                   "and why it is stale")
+    m.add_argument("--reuse-stale-code", action="store_true", help="keep results that an earlier code version made "
+                   "(same configuration); the report lists them. Default: a code change re-runs what it reaches")
     m.add_argument("--executor", choices=["local", "slurm"], default="local",
                    help="local: processes on this machine; slurm: one SLURM job per run (submitit), --jobs at once")
     m.add_argument("--slurm-partition", help="SLURM partition (default: the cluster's)")

@@ -1,6 +1,6 @@
 """Matrix runs as cluster jobs through `submitit` (SLURM), beside matrix.py's local process pool.
 
-Each run becomes one job that executes exactly what the local pool executes (`python -m xlingual.matrix --cell
+Each run becomes one job that executes exactly what the local pool executes (`python -m xlingual.worker
 <cell.json>`, its output appended to the run's log.txt), so a run's cache, resume and results are the same
 whichever executor ran it: the job reads cell.json, resumes from last.pt, and writes results.json last. The
 matrix process stays in charge of the order (a run is submitted when its source is done) and of how many jobs
@@ -62,9 +62,9 @@ class CellJob(submitit.helpers.Checkpointable):
     runs out (submitit requeues a Checkpointable), so the run then continues from its last.pt."""
 
     def __call__(self, cell_json: Path, threads: int) -> int:
-        from .matrix import _run_subprocess
+        from .worker import run_in_subprocess
 
-        return _run_subprocess(cell_json, threads)
+        return run_in_subprocess(cell_json, threads)
 
 
 def run_as_job(cell_json: Path, threads: int, options: SlurmOptions) -> int:

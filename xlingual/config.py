@@ -30,6 +30,8 @@ class CorpusConfig:
     noise_snr: float | None = None  # synthetic: additive noise at this SNR in dB; None = clean
     telephone: bool = False  # synthetic: 8 kHz telephone band, like Babel's conversational telephone speech
     seed: int = 0  # synthetic: generation seed (same seed -> identical corpus)
+    exclude_shared: list[str] = field(default_factory=list)  # synthetic: remove from every vocabulary the words
+    #   that any of these languages spells or pronounces alike (the control corpus without shared proper nouns)
 
 
 @dataclass
@@ -227,11 +229,34 @@ class LIDConfig:
     oversample: bool = True  # repeat a language with less audio than the largest, so each weighs about equally
     select: str = "dev_loss"  # best model by "dev_loss" (min; judges the posteriors that ranking averages) or
     #   "dev_acc" (utterance accuracy, max; saturates early on clean data, and a tie keeps the earlier epoch)
+    embed_dim: int = 128  # utterance head: attentive statistics pooling -> an embedding of this size ->
+    #   languages (decides an utterance's language; its embeddings compare languages); 0 = frame head only
+    frame_weight: float = 0.5  # weight of the frame-level cross-entropy (the frame posteriors that the reference
+    #   ranking averages) beside the utterance-level one
+    crop_seconds: float = 3.0  # train on random windows of at most this long (a new window every epoch), in
+    #   batches that mix the languages evenly; 0 = whole utterances in length-sorted batches (which group
+    #   languages of similar utterance lengths together, a batch of one language at a time)
     out_dir: str = "exp/lid"  # checkpoints, train log, dev accuracy and confusion matrix
     corpus: CorpusConfig = field(default_factory=CorpusConfig)  # where <language>/{train,dev,test}.jsonl live
     features: FeatureConfig = field(default_factory=FeatureConfig)  # log-mel settings (saved in the checkpoint)
     model: ModelConfig = field(default_factory=ModelConfig)  # encoder size; the head is one class per language
     train: TrainConfig = field(default_factory=TrainConfig)  # the shared training loop's settings
+
+
+@dataclass
+class PhonotacticConfig:
+    """The phonotactic source predictor: per target, a multilingual IPA phone recognizer trained on the other
+    languages, whose transcriptions of the target's and each source's speech are compared as phone n-grams."""
+
+    hours: float | None = 0.05  # training audio per language of each recognizer (pooled over the languages)
+    dev_hours: float | None = 0.01  # dev audio per language for model selection (decoded every epoch)
+    order: int = 2  # phone n-grams compared: 1..order (1 = phone frequencies, 2 = + phone pairs)
+    out_dir: str = "exp/phones"  # one recognizer run per target: <out_dir>/without_<target>/
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)  # where <language>/{train,dev,test}.jsonl live
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # log-mel settings
+    model: ModelConfig = field(default_factory=ModelConfig)  # recognizer size
+    train: TrainConfig = field(default_factory=TrainConfig)  # the recognizers' training runs
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # (greedy) decoding of the compared speech
 
 
 def _stlr_train() -> TrainConfig:

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
-from tqdm import tqdm
 
 from . import distributed
 from .audio import SAMPLE_RATE, load_audio
 from .config import FeatureConfig
 from .corpus import Utterance
 from .fileio import atomic_path, read_json, write_json
+from .progress import progress as progress_display
 
 _CACHE_VERSION = 1  # bump when the feature computation changes, so stale caches are not reused
 # (not when only the layout does: a folder says which layout it holds, and the reader takes both)
@@ -34,6 +34,17 @@ SHARD_MB = 64.0  # features per shard file: ~35 min of audio at 80 mels
 MAX_OPEN_SHARDS = 2  # shards memory-mapped at a time per FeatureStore: bounds what reading adds to resident memory
 INDEX_FILE = "shards.json"  # {"n_mels", "shards": [file names], "utts": {id: [shard, start row, frames]}}; last
 LEGACY_INDEX, LEGACY_DATA = "index.json", "feats.npy"  # the single-file layout: {"n_mels", "utts": {id: [start, n]}}
+
+
+def cache_dir(corpus) -> Path:
+    """Where a corpus's features are cached: beside its manifests (corpus.dir/.features), keyed by content, so
+    every experiment on the corpus shares them. `corpus` is a config.CorpusConfig or the corpus folder."""
+    return Path(getattr(corpus, "dir", corpus)) / ".features"
+
+
+def cache_for_manifest(manifest: str | Path) -> Path:
+    """The feature cache of the corpus a manifest belongs to (<corpus>/<language>/<split>.jsonl)."""
+    return cache_dir(Path(manifest).resolve().parent.parent)
 
 
 class LogMel:
@@ -154,7 +165,7 @@ def _extract_all(utts: list[Utterance], extract: LogMel, folder: Path, shard_byt
         shards.append(name)
         chunks, start = [], 0
 
-    for u in tqdm(utts, desc=desc, disable=not progress, leave=False):
+    for u in progress_display(utts, desc=desc, unit="utt", enabled=progress):
         try:
             wav = load_audio(u.audio, offset=u.offset, duration=u.duration if u.offset else None)
         except ValueError as e:

@@ -8,14 +8,16 @@ A matrix is a set of *runs* ("cells"), each a folder under `out_dir` with its ow
     adapt/<src>-<budget>_to_<tgt>-<budget>/<label>/seed<s>/   a source adapted to a target; label "main" for the
                                                       matrix's method, a variant name, "k<k>" for the layer sweep
 
-Each holds cell.json (what it runs, written first), the training outputs (best.pt, last.pt, train_log.jsonl,
-done.json), decode_test/, log.txt (parallel runs) and results.json (written last, with the hash). A run whose
-results.json carries the current hash is skipped; a changed configuration re-runs only the runs it reaches (an
-adaptation run depends on its source's training hash, not on the source's decoding); a killed run resumes from
-its last.pt. Runs with identical configurations are one run that plays several roles (e.g. a "full" variant
-equal to the main method), so nothing is trained twice.
+Each run is one runs.execute() (cell.json holds its RunSpec; then run.json, the training outputs, decode_test/,
+log.txt for parallel runs, and results.json, written last). A run's hash covers its configuration, its source
+run's hash and the code version (runs.code_version); a run whose results.json carries the current hash is skipped,
+a changed configuration or code re-runs only the runs it reaches (an adaptation run depends on its source's
+training hash, not on the source's decoding; `--dry-run` says why each run is stale; `--reuse-stale-code` keeps
+results that differ only in the code version, and the report says so), and a killed run resumes from its last.pt.
+Runs with identical configurations are one run that plays several roles (e.g. a "full" variant equal to the main
+method), so nothing is trained twice. A run that did not learn (runs.learning_verdict) is kept, and flagged.
 
-`--jobs N` runs independent runs in parallel, each as `python -m xlingual.matrix --cell <cell.json>` with
+`--jobs N` runs independent runs in parallel, each as `python -m xlingual.worker <cell.json>` with
 max(1, cores // N) torch threads and its own log.txt; adaptation runs start as soon as their source is done.
 `--executor slurm` runs that same command as one cluster job per run (cluster.py, through submitit), with up to
 N jobs queued or running at once; caching and resuming are the same, since the job runs the same command.
@@ -23,32 +25,26 @@ N jobs queued or running at once; caching and resuming are the same, since the j
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from .asr import budget, feature_cache, load_language, run_key
-from .config import (AdaptConfig, CorpusConfig, DecodeConfig, FeatureConfig, MatrixConfig, ModelConfig, TrainConfig,
-                     UnitConfig, from_dict, merge, to_dict)
+from .config import AdaptConfig, MatrixConfig, TrainConfig, from_dict, merge, to_dict
+from .features import cache_dir, compute_features
 from .fileio import locked, read_json, remove_stale_tmp, write_json, write_text
-from .transfer import RUNTIME_TRAIN_KEYS, check_adapt_config
+from .runs import RESULTS_FILE, RunSpec, budget, code_version, config_dict, digest, load_language, prepare_corpus
+from .transfer import check_adapt_config
+from .worker import CELL_FILE, LOG_FILE, run_cell, run_in_subprocess
 
-CELL_FILE = "cell.json"  # what a run does; written before it starts
-RESULTS_FILE = "results.json"  # its test scores; written last, so its presence (with the hash) means finished
 PLAN_FILE = "cells.json"  # every run of the matrix and the table roles it plays; the report reads it
-LOG_FILE = "log.txt"  # a parallel run's stdout and stderr
-PARENT_ENV = "XLINGUAL_MATRIX_PID"  # set for a run's subprocess: the matrix process it must not outlive
 
 
 class MatrixError(RuntimeError):
@@ -62,19 +58,30 @@ class Cell:
     language: str  # the language it is trained (adapted) on
     hours: float | None  # its training budget
     seed: int  # train.seed of the run
-    spec: dict  # everything the trained model depends on (hashed into train_hash)
-    decode: dict  # the test decoding (hashed, with train_hash, into hash)
-    source: str | None = None  # the name of the run it adapts from
+    spec: RunSpec  # what the run trains (runs.execute); an adapt run's source is <source run>/best.pt
+    source_cell: "Cell | None" = None  # the run it adapts from
     label: str = "main"  # adapt runs: main, a variant name, k<k>, size_adaptation
     roles: list[dict] = field(default_factory=list)  # the table entries it fills (report.py)
 
     @property
+    def source(self) -> str | None:
+        return self.source_cell.name if self.source_cell else None
+
+    @functools.cached_property
+    def config_hash(self) -> str:
+        """The run's configuration and its source's, decoding included, without the code version."""
+        src = self.source_cell.config_hash if self.source_cell else None
+        return digest(config_dict(self.spec, src), to_dict(self.spec.decode))
+
+    @functools.cached_property
     def train_hash(self) -> str:
-        return run_key(self.spec)
+        """What the trained model depends on: configuration, source run, code version (not decoding)."""
+        src = self.source_cell.train_hash if self.source_cell else None
+        return digest(config_dict(self.spec, src), code_version(self.kind))
 
     @property
     def hash(self) -> str:
-        return run_key(self.train_hash, self.decode)
+        return digest(self.train_hash, to_dict(self.spec.decode))
 
 
 def hours_tag(hours: float | None) -> str:
@@ -88,12 +95,9 @@ def hours_tag(hours: float | None) -> str:
     return f"{hours:g}h"
 
 
-def _train_dict(train: TrainConfig, seed: int) -> dict:
-    d = to_dict(train)
-    d["seed"] = seed
-    for k in RUNTIME_TRAIN_KEYS:  # how a run is executed is pinned per run (cell.json), not part of its identity
-        d.pop(k)
-    return d
+def _seeded(train: TrainConfig, seed: int, threads: int = 0, progress: bool = False) -> TrainConfig:
+    """The run's training config at `seed`; how it executes (threads, progress) is pinned per run in cell.json."""
+    return replace(train, seed=seed, threads=threads, progress=progress)
 
 
 def variant_config(cfg: MatrixConfig, delta: dict, where: str) -> AdaptConfig:
@@ -145,8 +149,7 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
     if not isinstance(cfg.small_train, dict):
         raise ValueError(f"small_train: expected a mapping of train fields, got {cfg.small_train!r}")
     small_train = from_dict(TrainConfig, merge(to_dict(cfg.train), cfg.small_train), "small_train")
-    common = {"corpus": to_dict(cfg.corpus), "features": to_dict(cfg.features), "units": to_dict(cfg.units)}
-    decode = to_dict(cfg.decode)
+    common = dict(corpus=cfg.corpus, features=cfg.features, units=cfg.units, decode=cfg.decode)
     cells: dict[str, Cell] = {}
     by_hash: dict[str, str] = {}
 
@@ -167,20 +170,18 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
 
     def scratch(lang: str, hours: float | None, seed: int, role: dict) -> Cell:
         train = cfg.train if hours == cfg.source_hours else small_train
-        spec = {"kind": "scratch", "language": lang, "hours": hours, **common, "model": to_dict(cfg.model),
-                "train": _train_dict(train, seed)}
-        return add(Cell(f"scratch/{lang}-{hours_tag(hours)}/seed{seed}", "scratch", lang, hours, seed, spec,
-                        decode), role)
+        spec = RunSpec(kind="scratch", languages=[lang], hours=hours, model=cfg.model, train=_seeded(train, seed),
+                       **common)
+        return add(Cell(f"scratch/{lang}-{hours_tag(hours)}/seed{seed}", "scratch", lang, hours, seed, spec), role)
 
     def adapted(src: Cell, tgt: str, label: str, method: AdaptConfig, seed: int, role: dict) -> Cell:
-        a = to_dict(method)
-        a["train"] = _train_dict(method.train, seed)
-        if a["transfer_layers"] == n_layers:
-            a["transfer_layers"] = None  # all layers: the same run as the default
-        spec = {"kind": "adapt", "language": tgt, "hours": cfg.target_hours, **common, "source": src.train_hash,
-                "adapt": a}
+        if method.transfer_layers == n_layers:
+            method = replace(method, transfer_layers=None)  # all layers: the same run as the default
+        method = replace(method, train=_seeded(method.train, seed))
+        spec = RunSpec(kind="adapt", languages=[tgt], hours=cfg.target_hours, train=method.train, adapt=method,
+                       source=str(Path(cfg.out_dir) / src.name / "best.pt"), **common)
         name = f"adapt/{src.language}-{hours_tag(src.hours)}_to_{tgt}-{hours_tag(cfg.target_hours)}/{label}/seed{seed}"
-        return add(Cell(name, "adapt", tgt, cfg.target_hours, seed, spec, decode, src.name, label), role)
+        return add(Cell(name, "adapt", tgt, cfg.target_hours, seed, spec, src, label), role)
 
     small_source = cfg.small_source_hours if cfg.small_source_hours is not None else cfg.target_hours
     all_pairs = [(s, t) for t in cfg.targets for s in cfg.sources]
@@ -229,16 +230,28 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
 # One run
 
 
-def cell_status(out_dir: Path, cell: Cell) -> str:
-    """"done" (results with the current hash), "stale" (results of another config), "partial" or "new"."""
+def cell_status(out_dir: Path, cell: Cell, reuse_code: bool = False) -> tuple[str, str]:
+    """(status, why): "done" (results with the current hash), "stale" (results of another configuration or code
+    version), "partial" (started, not finished) or "new".
+
+    reuse_code: results that differ only in the code version that made them count as done (the report says so).
+    """
     folder = out_dir / cell.name
     res = folder / RESULTS_FILE
     if res.is_file():
-        return "done" if read_json(res).get("hash") == cell.hash else "stale"
-    return "partial" if (folder / CELL_FILE).is_file() else "new"
+        r = read_json(res)
+        if r.get("hash") == cell.hash:
+            return "done", ""
+        if r.get("config_hash") == cell.config_hash:
+            why = f"made by code {r.get('code_version')}, now {code_version(cell.kind)}"
+            return ("done", f"reused: {why}") if reuse_code else ("stale", f"code changed: {why}")
+        return "stale", "its configuration changed"
+    if (folder / "last.pt").is_file():
+        return "partial", "interrupted: resumes from last.pt"
+    return ("partial", "started") if (folder / CELL_FILE).is_file() else ("new", "")
 
 
-def _prepare_cell(out_dir: Path, cell: Cell, cfg: MatrixConfig, threads: int, progress: bool) -> Path:
+def _prepare_cell(out_dir: Path, cell: Cell, threads: int, progress: bool) -> Path:
     """Write cell.json; a run whose training config changed starts from an empty folder.
 
     The execution settings (torch threads, progress) are pinned at a run's first start and reused when it
@@ -254,61 +267,12 @@ def _prepare_cell(out_dir: Path, cell: Cell, cfg: MatrixConfig, threads: int, pr
         else:
             shutil.rmtree(folder)  # a different model: nothing in the folder is reusable
     (folder / RESULTS_FILE).unlink(missing_ok=True)
-    corpus = dict(to_dict(cfg.corpus))
-    corpus["kind"] = "manifests"  # prepared by the parent process before any run starts
     write_json(path, {"name": cell.name, "kind": cell.kind, "language": cell.language, "hours": cell.hours,
-                      "seed": cell.seed, "label": cell.label, "source": cell.source,
-                      "source_dir": str(out_dir / cell.source) if cell.source else None,
-                      "hash": cell.hash, "train_hash": cell.train_hash, "spec": cell.spec, "decode": cell.decode,
-                      "runtime": {**runtime, "corpus": corpus}})
+                      "seed": cell.seed, "label": cell.label, "source": cell.source, "hash": cell.hash,
+                      "config_hash": cell.config_hash, "train_hash": cell.train_hash,
+                      "code_version": code_version(cell.kind),
+                      "spec": to_dict(cell.spec), "runtime": runtime})
     return path
-
-
-@locked(lambda args: Path(args["cell_json"]).parent)  # the run's folder: one process at a time
-def run_cell(cell_json: str | Path) -> dict:
-    """Train (or resume), decode the test set and score one run described by its cell.json; writes results.json."""
-    import torch
-
-    from .asr import decode_and_score, load_model, train_from_scratch
-    from .features import compute_features
-    from .transfer import adapt
-
-    t0 = time.time()
-    cell_json = Path(cell_json)
-    c = read_json(cell_json)
-    folder = cell_json.parent
-    rt = c["runtime"]
-    torch.set_num_threads(rt["threads"])
-    spec = c["spec"]
-    corpus = from_dict(CorpusConfig, rt["corpus"], "runtime.corpus")
-    features = from_dict(FeatureConfig, spec["features"], "features")
-    units = from_dict(UnitConfig, spec["units"], "units")
-    decode = from_dict(DecodeConfig, c["decode"], "decode")
-    data = load_language(corpus, c["language"], rt["progress"])
-    source = None
-    if c["kind"] == "scratch":
-        train = from_dict(TrainConfig, {**spec["train"], "threads": rt["threads"], "progress": rt["progress"]})
-        best = train_from_scratch(c["language"], data, folder, corpus, features, units,
-                                  from_dict(ModelConfig, spec["model"], "model"), train, c["hours"])
-    else:
-        a = dict(spec["adapt"])
-        a["train"] = {**a["train"], "threads": rt["threads"], "progress": rt["progress"]}
-        source_ckpt = Path(c["source_dir"]) / "best.pt"
-        best = adapt(source_ckpt, c["language"], data, folder, from_dict(AdaptConfig, a, "adapt"), corpus, units,
-                     features, c["hours"])
-        src = read_json(Path(c["source_dir"]) / CELL_FILE)
-        source = {"name": c["source"], "language": src["language"], "hours": src["hours"]}
-    model, tok, _ = load_model(best)
-    store = compute_features(data["test"], feature_cache(corpus), features, progress=rt["progress"])
-    summary = decode_and_score(model, tok, store, data["test"], folder / "decode_test", decode)
-    history = read_json(folder / "done.json")["history"]
-    results = {"hash": c["hash"], "train_hash": c["train_hash"], "name": c["name"], "kind": c["kind"],
-               "label": c["label"], "language": c["language"], "hours": c["hours"], "seed": c["seed"],
-               "source": source, "test": {"wer": summary["wer"], "cer": summary["cer"], "n_utts": summary["n_utts"]},
-               "best_dev_wer": min(h["dev_wer"] for h in history), "epochs": len(history),
-               "steps": history[-1]["step"] if history else 0, "wall_seconds": round(time.time() - t0, 1)}
-    write_json(folder / RESULTS_FILE, results)
-    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,34 +284,21 @@ def prepare_data(cfg: MatrixConfig, cells: list[Cell], progress: bool = True) ->
 
     Parallel runs then only read: no two processes generate the same audio or compute the same features.
     """
-    from .features import compute_features
-
     budgets: dict[str, set] = {}
     for c in cells:
         budgets.setdefault(c.language, set()).add(c.hours)
-    cache = feature_cache(cfg.corpus)
+    prepare_corpus(cfg.corpus, sorted(budgets), progress)
+    cache = cache_dir(cfg.corpus)
     for lang in sorted(budgets):
-        data = load_language(cfg.corpus, lang, progress)
+        data = load_language(cfg.corpus, lang)
         sets = [budget(data["train"], h, cfg.corpus.seed) for h in sorted(budgets[lang], key=str)]
         for utts in sets + [data["dev"], data["test"]]:
             compute_features(utts, cache, cfg.features, progress=progress, desc=f"{lang} features")
 
 
-def _run_subprocess(cell_json: Path, threads: int) -> int:
-    # tqdm bars refresh at most every 30 s in a log file; the per-epoch summary lines are what matter there
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_MININTERVAL": "30",
-           PARENT_ENV: str(os.getpid())}
-    with open(cell_json.parent / LOG_FILE, "a", encoding="utf-8") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {sys.executable} -m xlingual.matrix --cell "
-                  f"{cell_json}\n")
-        log.flush()
-        return subprocess.run([sys.executable, "-m", "xlingual.matrix", "--cell", str(cell_json)], stdout=log,
-                              stderr=subprocess.STDOUT, env=env).returncode
-
-
 @locked("cfg.out_dir")  # a second matrix run on the same folder is refused (each run also locks its own folder)
 def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor: str = "local",
-               slurm=None) -> dict:
+               slurm=None, reuse_code: bool = False) -> dict:
     """Run every unfinished run of the matrix, then write the report; returns {"ran", "skipped", "failed", ...}.
 
     Args:
@@ -356,6 +307,8 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
         executor: "local" (the above) or "slurm": each run a submitit job with slurm.cpus_per_task threads,
             up to `jobs` at a time.
         slurm: cluster.SlurmOptions for executor="slurm" (default: SlurmOptions()).
+        reuse_code: runs whose results differ only in the code version that made them are not re-run; the report
+            lists them (by default a code change re-runs every run it reaches).
     Raises:
         MatrixError after all runnable runs finished, naming each failed run (and those it blocked) and its log.
     """
@@ -368,14 +321,14 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
     t0 = time.time()
     out = Path(cfg.out_dir)
     cells = plan_cells(cfg)
-    write_plan(out, cfg, cells)
-    status = {name: cell_status(out, c) for name, c in cells.items()}
+    write_plan(out, cfg, cells, reuse_code)
+    status = {name: cell_status(out, c, reuse_code)[0] for name, c in cells.items()}
     pending = [c for c in cells.values() if status[c.name] != "done"]
     skipped = [n for n, s in status.items() if s == "done"]
     if progress:
         print(f"matrix: {len(cells)} runs, {len(skipped)} up to date, {len(pending)} to run (jobs={jobs})")
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
-    runner, cancel = _run_subprocess, lambda: None
+    runner, cancel = run_in_subprocess, lambda: None
     if executor == "slurm":
         from . import cluster
 
@@ -398,7 +351,7 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
             if blocked(c):
                 failed[c.name] = blocked(c)
                 continue
-            path = _prepare_cell(out, c, cfg, threads, show)
+            path = _prepare_cell(out, c, threads, show)
             if progress:
                 print(f"matrix: running {c.name}")
             try:
@@ -418,7 +371,7 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
                         failed[c.name] = blocked(c)
                         waiting.remove(c)
                     elif len(running) < jobs and (c.source is None or c.source in done):
-                        path = _prepare_cell(out, c, cfg, threads, progress and cfg.train.progress)
+                        path = _prepare_cell(out, c, threads, progress and cfg.train.progress)
                         if progress:
                             print(f"matrix: started {c.name}")
                         running[pool.submit(runner, path, threads)] = c
@@ -433,7 +386,7 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
                 for f in finished:
                     c = running.pop(f)
                     rc = f.result()
-                    if rc == 0 and cell_status(out, c) == "done":
+                    if rc == 0 and cell_status(out, c)[0] == "done":
                         done.add(c.name)
                         ran.append(c.name)
                         if progress:
@@ -457,54 +410,20 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
     return summary
 
 
-def write_plan(out_dir: str | Path, cfg: MatrixConfig, cells: dict[str, Cell]) -> None:
+def write_plan(out_dir: str | Path, cfg: MatrixConfig, cells: dict[str, Cell], reuse_code: bool = False) -> None:
     """matrix.yaml (the resolved config) and cells.json (every run and its table roles: what report.py reads)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "matrix.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
-    write_json(out / PLAN_FILE, {"config": to_dict(cfg), "cells": [
-        {"name": c.name, "kind": c.kind, "language": c.language, "hours": c.hours, "seed": c.seed,
-         "source": c.source, "label": c.label, "hash": c.hash, "roles": c.roles} for c in cells.values()]})
+    write_json(out / PLAN_FILE, {"config": to_dict(cfg), "code_version": {k: code_version(k) for k in ("scratch", "adapt")},
+                                 "reuse_code": reuse_code,
+                                 "cells": [{"name": c.name, "kind": c.kind, "language": c.language, "hours": c.hours,
+                                            "seed": c.seed, "source": c.source, "label": c.label, "hash": c.hash,
+                                            "config_hash": c.config_hash, "roles": c.roles}
+                                           for c in cells.values()]})
 
 
-def matrix_status(cfg: MatrixConfig) -> list[tuple[str, str]]:
-    """(run name, status) for every run of the matrix, without running anything."""
+def matrix_status(cfg: MatrixConfig, reuse_code: bool = False) -> list[tuple[str, str, str]]:
+    """(run name, status, why) for every run of the matrix, without running anything."""
     out = Path(cfg.out_dir)
-    return [(name, cell_status(out, c)) for name, c in plan_cells(cfg).items()]
-
-
-def _die_with_parent() -> None:
-    """A run started by run_matrix ends when the matrix process does (Linux), so a killed matrix leaves no
-    orphan still training and holding its run's lock; the next matrix run resumes it from last.pt."""
-    parent = os.environ.get(PARENT_ENV)
-    if not parent or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != int(parent):  # the matrix died before prctl took effect
-        sys.exit(1)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m xlingual.matrix", description="run one matrix cell (internal)")
-    p.add_argument("--cell", required=True, help="the run's cell.json, written by run_matrix")
-    args = p.parse_args(argv)
-    _die_with_parent()
-    print(f"run {args.cell}", flush=True)
-    try:
-        results = run_cell(args.cell)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    print(f"finished in {results['wall_seconds']} s: test WER {results['test']['wer']:.2f}, "
-          f"CER {results['test']['cer']:.2f}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return [(name, *cell_status(out, c, reuse_code)) for name, c in plan_cells(cfg).items()]

@@ -1,24 +1,34 @@
 """Acoustic model: convolutional 4x subsampling + torchaudio Conformer + a linear output head.
 
 The same class serves ASR (head over CTC units, blank = 0) and language ID (head over languages, one label per
-frame). Its dimensions are a dataclass saved in every checkpoint, so a checkpoint rebuilds its own model.
+frame, plus an optional utterance head: attentive statistics pooling -> embedding -> languages). Its dimensions
+are a dataclass saved in every checkpoint, so a checkpoint rebuilds its own model.
+
+Batch invariance: an utterance's outputs do not depend on what it is batched with. Padded frames are zeroed
+before every convolution (the subsampling convolutions and each conformer layer's depthwise convolution), the
+attention ignores them (key padding mask), pooling weighs only valid frames, and the conformer's convolution
+module normalizes each frame over its channels (torchaudio's default BatchNorm would mix the statistics of every
+utterance and padded frame in the batch). So decoding, dev scores and LID posteriors are the same whatever the
+batch size, in eval and in training mode alike (dropout aside).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import torch
 from torch import nn
 from torchaudio.models import Conformer
 
-# name -> dimensions; the GUIDE's measured CPU speeds: tiny ~370, small ~135, base ~23 audio-s per wall-s.
+# name -> dimensions. Measured training speed on 2 CPU cores (results/bench/train_throughput.md): tiny ~445,
+# small ~135 audio-seconds per second; base is for GPUs.
 PRESETS: dict[str, dict] = {
     "tiny": dict(d_model=96, n_heads=4, ffn_dim=384, n_layers=2, conv_kernel=15, subsample_channels=32, dropout=0.1),
     "small": dict(d_model=144, n_heads=4, ffn_dim=576, n_layers=4, conv_kernel=15, subsample_channels=64, dropout=0.1),
     "base": dict(d_model=256, n_heads=4, ffn_dim=1024, n_layers=12, conv_kernel=31, subsample_channels=128,
                  dropout=0.1),
 }
+ARCHITECTURE = 2  # checkpoints of another architecture version cannot be loaded (2: masked, per-frame norm)
 
 
 @dataclass(frozen=True)
@@ -32,9 +42,11 @@ class ModelDims:
     conv_kernel: int  # depthwise convolution kernel
     subsample_channels: int  # channels of the convolutional subsampling
     dropout: float  # dropout in the conformer
+    embed_dim: int = 0  # > 0: an utterance head too (attentive statistics pooling -> embedding of this size ->
+    #   vocab_size classes), as language ID uses; 0 = frame outputs only (ASR)
 
 
-def dims_from_config(model_cfg, n_mels: int, vocab_size: int) -> ModelDims:
+def dims_from_config(model_cfg, n_mels: int, vocab_size: int, embed_dim: int = 0) -> ModelDims:
     """Preset dimensions, overridden by any non-None field of a config.ModelConfig."""
     if model_cfg.preset not in PRESETS:
         raise ValueError(f"unknown model preset {model_cfg.preset!r}; choose one of {sorted(PRESETS)}")
@@ -42,7 +54,7 @@ def dims_from_config(model_cfg, n_mels: int, vocab_size: int) -> ModelDims:
     dims.update({k: v for k, v in asdict(model_cfg).items() if k in dims and v is not None})
     if dims["d_model"] % dims["n_heads"]:
         raise ValueError(f"d_model {dims['d_model']} must be divisible by n_heads {dims['n_heads']}")
-    return ModelDims(n_mels=n_mels, vocab_size=vocab_size, **dims)
+    return ModelDims(n_mels=n_mels, vocab_size=vocab_size, embed_dim=embed_dim, **dims)
 
 
 def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
@@ -50,29 +62,94 @@ def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
     return ((lengths + 1) // 2 + 1) // 2
 
 
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) lengths -> (B, max_len) bool, True at padded positions (as torchaudio's key_padding_mask)."""
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
 class _Subsampling(nn.Module):
     """Two stride-2 3x3 convolutions over (time, frequency): 10 ms frames -> 40 ms, projected to d_model."""
 
     def __init__(self, n_mels: int, channels: int, d_model: int):
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, channels, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
-        )
+        self.conv1 = nn.Conv2d(1, channels, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
         # channels-last convolutions: 1.03-1.11x faster training on CPU, same loss to 1e-7 (results/bench/)
-        self.conv.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)
         freq = ((n_mels + 1) // 2 + 1) // 2
         self.proj = nn.Linear(channels * freq, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) -> (B, T', d_model) with T' = subsampled_lengths(T)."""
-        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) with zeros at padded frames, lengths (B,) -> (B, T', d_model), T' = subsampled_lengths(T)."""
+        x = torch.relu(self.conv1(x.unsqueeze(1)))  # (B, C, ceil(T/2), F')
+        half = (lengths + 1) // 2
+        # the frames past an utterance's end are conv output over padding: zero them, as they would be (the
+        # convolution's own zero padding) if the utterance were alone
+        x = x * (~padding_mask(half, x.shape[2]))[:, None, :, None]
+        x = torch.relu(self.conv2(x))  # (B, C, T', F'')
         b, c, t, f = x.shape
         return self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
 
 
+class _FrameNorm(nn.Module):
+    """LayerNorm over the channels of each frame of a (B, C, T) tensor: no statistics shared across frames or
+    utterances (the conformer convolution module's norm; BatchNorm there would make outputs batch-dependent)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _conv_module(m: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """torchaudio's conformer convolution module with padded frames zeroed before the depthwise convolution.
+
+    x (B, T, D), pad (B, T) True at padded frames -> (B, T, D). Layers of m.sequential: pointwise conv, GLU,
+    depthwise conv, norm, SiLU, pointwise conv, dropout.
+    """
+    seq = m.sequential
+    y = seq[1](seq[0](m.layer_norm(x).transpose(1, 2)))  # (B, C, T)
+    y = y.masked_fill(pad[:, None, :], 0.0)
+    y = seq[6](seq[5](seq[4](seq[3](seq[2](y)))))
+    return y.transpose(1, 2)
+
+
+def _conformer_layer(layer: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """torchaudio ConformerLayer.forward (macaron FFN, attention, convolution, FFN) with the masked convolution.
+
+    x (T, B, D), pad (B, T) -> (T, B, D).
+    """
+    x = x + 0.5 * layer.ffn1(x)
+    if layer.convolution_first:
+        x = x + _conv_module(layer.conv_module, x.transpose(0, 1), pad).transpose(0, 1)
+    y = layer.self_attn_layer_norm(x)
+    y, _ = layer.self_attn(query=y, key=y, value=y, key_padding_mask=pad, need_weights=False)
+    x = x + layer.self_attn_dropout(y)
+    if not layer.convolution_first:
+        x = x + _conv_module(layer.conv_module, x.transpose(0, 1), pad).transpose(0, 1)
+    x = x + 0.5 * layer.ffn2(x)
+    return layer.final_layer_norm(x)
+
+
+class AttentiveStatsPool(nn.Module):
+    """Attentive statistics pooling (Okabe et al. 2018): a learned weight per frame, then the weighted mean and
+    standard deviation of the frames. (B, T, D), pad (B, T) -> (B, 2 D); padded frames get zero weight."""
+
+    def __init__(self, d_model: int, hidden: int = 64):
+        super().__init__()
+        self.attention = nn.Sequential(nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, h: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        w = self.attention(h).squeeze(-1).masked_fill(pad, float("-inf")).softmax(-1)  # (B, T)
+        mean = (w[..., None] * h).sum(1)
+        var = (w[..., None] * (h - mean[:, None]) ** 2).sum(1)
+        return torch.cat([mean, var.clamp_min(1e-6).sqrt()], dim=-1)
+
+
 class AcousticModel(nn.Module):
-    """Features -> per-frame logits.
+    """Features -> per-frame logits (and, with dims.embed_dim, per-utterance logits and embeddings).
 
     Adaptation slots (see adapters.py) are identities until filled: `input_net` acts on the normalized features,
     `adapters[i]` on the output of conformer layer i. Global CMVN statistics are buffers, so a checkpoint carries
@@ -86,42 +163,64 @@ class AcousticModel(nn.Module):
         self.register_buffer("cmvn_std", torch.ones(dims.n_mels))
         self.input_net: nn.Module = nn.Identity()
         self.frontend = _Subsampling(dims.n_mels, dims.subsample_channels, dims.d_model)
-        self.encoder = Conformer(input_dim=dims.d_model, num_heads=dims.n_heads, ffn_dim=dims.ffn_dim,
-                                 num_layers=dims.n_layers, depthwise_conv_kernel_size=dims.conv_kernel,
-                                 dropout=dims.dropout)
+        self.encoder = _new_conformer(dims)
         self.adapters = nn.ModuleList([nn.Identity() for _ in range(dims.n_layers)])
         self.head = nn.Linear(dims.d_model, dims.vocab_size)
+        if dims.embed_dim:
+            self.pool = AttentiveStatsPool(dims.d_model)
+            self.embed = nn.Sequential(nn.Linear(2 * dims.d_model, dims.embed_dim), nn.LayerNorm(dims.embed_dim))
+            self.utt_head = nn.Linear(dims.embed_dim, dims.vocab_size)
 
     @property
     def layers(self) -> nn.ModuleList:
         return self.encoder.conformer_layers
 
     def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, T, n_mels), lengths (B,) -> hidden (B, T', d_model), lengths (B,)."""
-        x = (feats - self.cmvn_mean) / self.cmvn_std
-        x = self.frontend(self.input_net(x))
+        """feats (B, T, n_mels), lengths (B,) -> hidden (B, T', d_model) (zeros at padded frames), lengths (B,)."""
+        keep = (~padding_mask(lengths, feats.shape[1]))[..., None]
+        x = self.input_net((feats - self.cmvn_mean) / self.cmvn_std * keep) * keep  # padded frames stay 0
+        x = self.frontend(x, lengths)
         out_lengths = subsampled_lengths(lengths)
-        # key_padding_mask: True at padded frames, as torchaudio's Conformer builds it
-        mask = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
+        pad = padding_mask(out_lengths, x.shape[1])
         x = x.transpose(0, 1)  # conformer layers work on (T, B, D)
         for layer, adapter in zip(self.layers, self.adapters):
-            x = adapter(layer(x, mask))
-        return x.transpose(0, 1), out_lengths
+            x = adapter(_conformer_layer(layer, x, pad))
+        return x.transpose(0, 1).masked_fill(pad[..., None], 0.0), out_lengths
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, T, n_mels), lengths (B,) -> logits (B, T', vocab_size), lengths (B,)."""
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, utterance: bool = False):
+        """feats (B, T, n_mels), lengths (B,) -> logits (B, T', vocab_size), lengths (B,).
+
+        utterance=True returns `self.utterance(feats, lengths)` instead (through forward, so that a
+        DistributedDataParallel wrapper can run it).
+        """
+        if utterance:
+            return self.utterance(feats, lengths)
         hidden, out_lengths = self.encode(feats, lengths)
         return self.head(hidden), out_lengths
+
+    def utterance(self, feats: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The utterance head: {"logits" (B, vocab_size), "embedding" (B, embed_dim), "frame_logits" (B, T', V),
+        "lengths" (B,)}. Needs dims.embed_dim > 0."""
+        if not self.dims.embed_dim:
+            raise ValueError("this model has no utterance head (dims.embed_dim = 0)")
+        hidden, out_lengths = self.encode(feats, lengths)
+        emb = self.embed(self.pool(hidden, padding_mask(out_lengths, hidden.shape[1])))
+        return {"logits": self.utt_head(emb), "embedding": emb, "frame_logits": self.head(hidden),
+                "lengths": out_lengths}
 
     def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         """The model's trainable body, bottom to top: frontend, layer0..layer{n-1}, head.
 
-        Fine-tuning schedules (discriminative LRs, chain-thaw, gradual unfreezing) act on these groups.
-        Adaptation layers (input_net, adapters) are not part of any group: adapters.py manages them.
+        Fine-tuning schedules (discriminative LRs, chain-thaw, gradual unfreezing) act on these groups; the
+        utterance head (pooling, embedding, classifier) belongs to "head". Adaptation layers (input_net, adapters)
+        are not part of any group: adapters.py manages them.
         """
         groups = [("frontend", list(self.frontend.parameters()))]
         groups += [(f"layer{i}", list(layer.parameters())) for i, layer in enumerate(self.layers)]
-        groups.append(("head", list(self.head.parameters())))
+        head = list(self.head.parameters())
+        if self.dims.embed_dim:
+            head += [*self.pool.parameters(), *self.embed.parameters(), *self.utt_head.parameters()]
+        groups.append(("head", head))
         return groups
 
     def set_cmvn(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -139,11 +238,20 @@ class AcousticModel(nn.Module):
             raise ValueError(f"can transfer 0..{self.dims.n_layers} layers, not {k}")
         with torch.random.fork_rng():  # a fixed seed for the fresh layers, without disturbing the caller's RNG
             torch.manual_seed(seed)
-            fresh = Conformer(input_dim=self.dims.d_model, num_heads=self.dims.n_heads, ffn_dim=self.dims.ffn_dim,
-                              num_layers=self.dims.n_layers, depthwise_conv_kernel_size=self.dims.conv_kernel,
-                              dropout=self.dims.dropout)
+            fresh = _new_conformer(self.dims)
         for i in range(k, self.dims.n_layers):
             self.layers[i].load_state_dict(fresh.conformer_layers[i].state_dict())
+
+
+def _new_conformer(dims: ModelDims) -> Conformer:
+    """torchaudio's Conformer with a per-frame norm in place of BatchNorm in every convolution module."""
+    conformer = Conformer(input_dim=dims.d_model, num_heads=dims.n_heads, ffn_dim=dims.ffn_dim,
+                          num_layers=dims.n_layers, depthwise_conv_kernel_size=dims.conv_kernel,
+                          dropout=dims.dropout)
+    for layer in conformer.conformer_layers:
+        seq = layer.conv_module.sequential
+        seq[3] = _FrameNorm(seq[3].num_features)
+    return conformer
 
 
 def dims_to_dict(dims: ModelDims) -> dict:
@@ -152,7 +260,8 @@ def dims_to_dict(dims: ModelDims) -> dict:
 
 def dims_from_dict(d: dict) -> ModelDims:
     names = {f.name for f in fields(ModelDims)}
-    missing, extra = names - set(d), set(d) - names
+    required = {f.name for f in fields(ModelDims) if f.default is MISSING}  # fields added later have defaults
+    missing, extra = required - set(d), set(d) - names
     if missing or extra:
         raise ValueError(f"checkpoint model dims do not match this toolkit: missing {sorted(missing)}, "
                          f"unknown {sorted(extra)}")

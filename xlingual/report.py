@@ -29,7 +29,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fileio import atomic_path, read_json, write_text
+from .fileio import atomic_path, read_json, write_json, write_text
 
 PLAN_FILE = "cells.json"  # written by matrix.run_matrix
 RESULTS_FILE = "results.json"
@@ -52,6 +52,8 @@ class Table:
     fmt: str = "{:.1f}"  # number format
     column_fmts: list[str] | None = None  # per-column formats, overriding fmt
     note: str = ""  # a line under the Markdown table
+    flags: dict[tuple[int, int], str] = field(default_factory=dict)  # Markdown text for flagged cells: replaces
+    #   a missing value, or follows a present one (runs that did not learn)
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -68,13 +70,16 @@ class Table:
             cells = []
             for j, v in enumerate(vals):
                 s = MISSING if v is None else (self.column_fmts or [self.fmt] * len(vals))[j].format(v)
-                cells.append(f"**{s}**" if (i, j) in self.marked and v is not None else s)
+                s = f"**{s}**" if (i, j) in self.marked and v is not None else s
+                flag = self.flags.get((i, j))
+                cells.append(s if not flag else (flag if v is None else s + flag))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n" + (f"\n{self.note}\n" if self.note else "")
+        note = " ".join(x for x in (self.note, UNLEARNED_NOTE if self.flags else "") if x)
+        return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
     def write(self, out_dir: Path) -> None:
         write_text(out_dir / f"{self.name}.csv", self.to_csv())
-        write_text(out_dir / f"{self.name}.md", f"## {self.title}\n\n" + self.to_markdown())
+        write_text(out_dir / f"{self.name}.md", self.to_markdown())  # the heading is the including report's
 
 
 def language_label(code: str) -> str:
@@ -116,13 +121,24 @@ class Results:
         plan = read_json(plan_path)
         self.config: dict = plan["config"]
         self.cells: list[dict] = plan["cells"]
-        self.results: dict[str, dict] = {}
+        self.results: dict[str, dict] = {}  # finished runs of this plan, learned or not
+        self.reused: list[str] = []  # runs whose results an earlier code version made (reuse_code)
         for c in self.cells:
             p = self.dir / c["name"] / RESULTS_FILE
             if p.is_file():
                 r = read_json(p)
                 if r.get("hash") == c["hash"]:  # results of an older config are not this matrix's
                     self.results[c["name"]] = r
+                elif plan.get("reuse_code") and r.get("config_hash") == c.get("config_hash"):
+                    self.results[c["name"]] = r
+                    self.reused.append(c["name"])
+
+    def learned(self, name: str) -> bool:
+        return self.results[name].get("learned", True)
+
+    def unlearned(self, **role) -> list[dict]:
+        """Finished runs playing `role` that did not learn (runs.learning_verdict): not measurements."""
+        return [c for c in self.runs(**role) if c["name"] in self.results and not self.learned(c["name"])]
 
     def runs(self, **role) -> list[dict]:
         """Cells (with their results, if any) playing a role whose fields include `role`, all seeds."""
@@ -133,9 +149,9 @@ class Results:
         return _mean(self.values(metric, **role))
 
     def values(self, metric: str = "wer", **role) -> list[float]:
-        """Test `metric` of each finished run playing `role` (one per seed), in seed order."""
+        """Test `metric` of each finished run playing `role` that learned (one per seed), in seed order."""
         return [self.results[c["name"]]["test"][metric] for c in sorted(self.runs(**role), key=lambda c: c["seed"])
-                if c["name"] in self.results]
+                if c["name"] in self.results and self.learned(c["name"])]
 
     def curve(self, **role) -> list[tuple[int, float]]:
         """(step, dev WER) per epoch of the lowest-seed run playing `role` that has a training log."""
@@ -153,16 +169,36 @@ class Results:
 
 def _matrix_table(res: Results, name: str, title: str, metric: str) -> Table:
     sources, targets = res.config["sources"], res.config["targets"]
-    values = [[res.value(metric, table="matrix", source=s, target=t) for s in sources] for t in targets]
+    values, flags = _grid(res, metric, [[{"table": "matrix", "source": s, "target": t} for s in sources]
+                                        for t in targets])
     marked = {(i, j) for i, t in enumerate(targets) for j, s in enumerate(sources) if s == t}
     c = res.config
     return Table(name, title, "adapt to \\ pretrain on", [language_label(s) for s in sources],
                  [language_label(t) for t in targets], values, csv_columns=list(sources), csv_rows=list(targets),
-                 marked=marked,
+                 marked=marked, flags=flags,
                  note=f"Test {metric.upper()} (%) after pre-training on {hours_label(c['source_hours'])} "
                  f"and adapting on {hours_label(c['target_hours'])} ({c['adapt']['mode']}); bold: the same-language "
                  f"cell ({hours_label(c['source_hours'])} -> {hours_label(c['target_hours'])} of the target itself)."
                  + _seeds_note(c))
+
+
+def _grid(res: Results, metric: str, roles: list[list[dict]]) -> tuple[list[list], dict[tuple[int, int], str]]:
+    """(values, flags) of a table whose cell (i, j) shows the runs playing roles[i][j]: the mean over the seeds
+    that learned, and Markdown flags for runs that did not: "✗ <value>" where no seed learned (the value is then
+    missing, empty in the CSV), "(n ✗)" beside the mean where some seeds did not."""
+    values = [[res.value(metric, **role) for role in row] for row in roles]
+    flags = {}
+    for i, row in enumerate(roles):
+        for j, role in enumerate(row):
+            bad = res.unlearned(**role)
+            if bad:
+                flags[(i, j)] = (f"✗ {_mean([res.results[c['name']]['test'][metric] for c in bad]):.1f}"
+                                 if values[i][j] is None else f" ({len(bad)} ✗)")
+    return values, flags
+
+
+UNLEARNED_NOTE = ("✗: the run did not learn (nearly all-blank output on dev: runs.learning_verdict); not a "
+                  "measurement, so it is left out of every mean, empty in the CSV and out of the ranking evaluation.")
 
 
 def _seeds_note(config: dict, baselines: bool = False) -> str:
@@ -212,18 +248,13 @@ def size_table(res: Results) -> Table | None:
               f"transfer {small_src} source -> {small} target", f"transfer {large} source -> {small} target",
               f"+ adaptation ({', '.join(c['size_adaptation'].get('adaptation', [])) or c['size_adaptation']})",
               f"transfer {large} same language -> {small} target"]
-    values = []
-    for row in SIZE_ROWS:
-        vals = []
-        for s, t in pairs:
-            if row.startswith("scratch"):
-                vals.append(res.value("wer", table="baseline", target=t, budget=row.split("_")[1]))
-            else:
-                vals.append(res.value("wer", table="size", source=s, target=t, row=row))
-        values.append(vals)
+    values, flags = _grid(res, "wer", [[{"table": "baseline", "target": t, "budget": row.split("_")[1]}
+                                        if row.startswith("scratch") else
+                                        {"table": "size", "source": s, "target": t, "row": row}
+                                        for s, t in pairs] for row in SIZE_ROWS])
     return Table("data_size", "Data size: test WER (%)", "condition \\ source -> target",
                  [f"{language_label(s)} -> {language_label(t)}" for s, t in pairs], labels, values,
-                 csv_columns=[f"{s}->{t}" for s, t in pairs], csv_rows=list(SIZE_ROWS),
+                 csv_columns=[f"{s}->{t}" for s, t in pairs], csv_rows=list(SIZE_ROWS), flags=flags,
                  note="The reference's table (Babel, Assamese -> Bengali): 71.8, 64.5, 66.0, 64.6, 63.7, 61.6."
                  + _seeds_note(c, baselines=True))
 
@@ -236,12 +267,13 @@ def variants_table(res: Results) -> Table | None:
         return None
     pairs = [(r["source"], r["target"]) for cell in res.cells for r in cell["roles"] if r["table"] == "variants"]
     pairs = list(dict.fromkeys(pairs))
-    values = [[res.value("wer", table="variants", variant=v, source=s, target=t) for v in names] for s, t in pairs]
+    values, flags = _grid(res, "wer", [[{"table": "variants", "variant": v, "source": s, "target": t}
+                                        for v in names] for s, t in pairs])
     means = [_mean([row[j] for row in values]) if all(row[j] is not None for row in values) else None
              for j in range(len(names))]
     return Table("variants", "Adaptation variants: test WER (%)", "source -> target \\ variant", names,
                  [f"{language_label(s)} -> {language_label(t)}" for s, t in pairs] + ["mean"], values + [means],
-                 csv_rows=[f"{s}->{t}" for s, t in pairs] + ["mean"],
+                 csv_rows=[f"{s}->{t}" for s, t in pairs] + ["mean"], flags=flags,
                  note="Each variant is a delta over the matrix's adapt section: "
                  + "; ".join(f"{n}: {json.dumps(c['variants'][n])}" for n in names) + "." + _seeds_note(c))
 
@@ -254,12 +286,13 @@ def sweep_table(res: Results) -> Table | None:
         return None
     pairs = list(dict.fromkeys((r["source"], r["target"]) for cell in res.cells for r in cell["roles"]
                                if r["table"] == "sweep"))
-    values = [[res.value("wer", table="sweep", k=k, source=s, target=t) for k in ks]
-              + [res.value("wer", table="baseline", target=t, budget="small")] for s, t in pairs]
+    values, flags = _grid(res, "wer", [[{"table": "sweep", "k": k, "source": s, "target": t} for k in ks]
+                                       + [{"table": "baseline", "target": t, "budget": "small"}] for s, t in pairs])
     return Table("layer_sweep", "Layer transferability: test WER (%) against transferred layers k",
                  "source -> target \\ k", [f"k={k}" for k in ks] + ["no pre-training"],
                  [f"{language_label(s)} -> {language_label(t)}" for s, t in pairs], values,
                  csv_columns=[str(k) for k in ks] + ["scratch"], csv_rows=[f"{s}->{t}" for s, t in pairs],
+                 flags=flags,
                  note="k = 0 keeps only the convolutional frontend; the layers above k are re-initialized and train "
                  "with the new head." + _seeds_note(c, baselines=True))
 
@@ -319,13 +352,15 @@ def runs_table(res: Results) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["name", "kind", "language", "hours", "seed", "source", "label", "test_wer", "test_cer",
-                "best_dev_wer", "epochs", "steps", "wall_seconds"])
+                "learned", "dev_cer", "dev_len_ratio", "epochs", "best_epoch", "steps", "wall_seconds",
+                "code_version"])
     for c in res.cells:
         r = res.results.get(c["name"], {})
-        t = r.get("test", {})
+        t, tr, lrn = r.get("test", {}), r.get("training", {}), r.get("learning", {})
         w.writerow([c["name"], c["kind"], c["language"], c["hours"], c["seed"], c["source"] or "", c["label"],
-                    t.get("wer", ""), t.get("cer", ""), r.get("best_dev_wer", ""), r.get("epochs", ""),
-                    r.get("steps", ""), r.get("wall_seconds", "")])
+                    t.get("wer", ""), t.get("cer", ""), r.get("learned", ""), lrn.get("dev_cer", ""),
+                    lrn.get("dev_len_ratio", ""), tr.get("epochs", ""), tr.get("best_epoch", ""),
+                    tr.get("steps", ""), r.get("wall_seconds", ""), r.get("code_version", "")])
     return buf.getvalue()
 
 
@@ -474,12 +509,20 @@ def write_report(matrix_dir: str | Path) -> Path:
 
     c = res.config
     done, total = len(res.results), len(res.cells)
+    unlearned = [n for n in res.results if not res.learned(n)]
+    write_json(out / "unlearned.json", [{"name": n, **{k: res.results[n].get(k) for k in
+                                                       ("kind", "language", "hours", "seed", "source_run", "label",
+                                                        "test", "learning")}} for n in unlearned])
     parts = [f"# Transfer matrix: {', '.join(c['sources'])} -> {', '.join(c['targets'])}\n",
-             f"{done} of {total} runs finished. Pre-training budget {hours_label(c['source_hours'])}, target budget "
+             f"{done} of {total} runs finished, {len(unlearned)} of them did not learn (flagged ✗, listed in "
+             f"unlearned.json, left out of every table's means). Pre-training budget {hours_label(c['source_hours'])}, target budget "
              f"{hours_label(c['target_hours'])}, units {c['units']['kind']}, model preset {c['model']['preset']}, "
              f"seeds {c['seeds']}"
              + (f" (from-scratch baselines also {c['baseline_seeds']})" if c.get("baseline_seeds") else "")
              + ". Every run: runs.csv; the configuration: ../matrix.yaml.\n"]
+    if res.reused:
+        parts.append(f"**{len(res.reused)} runs were made by an earlier code version** and reused on request "
+                     f"(--reuse-stale-code): {', '.join(res.reused[:10])}{' ...' if len(res.reused) > 10 else ''}\n")
     for t in tables:
         parts.append(f"## {t.title}\n\n{t.to_markdown()}")
         parts += [f"![{t.name}]({f})\n" for f in figures.get(t.name, [])]

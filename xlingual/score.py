@@ -29,8 +29,12 @@ def score(refs: dict[str, str], hyps: dict[str, str]) -> tuple[dict, list[dict]]
     per_utt = []
     for i in ids:
         w = jiwer.process_words(refs[i], hyps[i])
+        c = jiwer.process_characters(refs[i], hyps[i])
+        # per-utterance counts let error rates be resampled over utterances (bootstrap intervals)
         per_utt.append({"id": i, "ref": refs[i], "hyp": hyps[i], "errors": w.substitutions + w.deletions
-                        + w.insertions, "ref_words": len(refs[i].split())})
+                        + w.insertions, "ref_words": len(refs[i].split()),
+                        "char_errors": c.substitutions + c.deletions + c.insertions,
+                        "ref_chars": c.hits + c.substitutions + c.deletions})
     return summary, per_utt
 
 

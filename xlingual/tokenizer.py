@@ -135,10 +135,13 @@ class Tokenizer:
             words.append(sep.join(cur))
         return " ".join(words)
 
-    # -- persistence (inside checkpoints; plain types so torch.load(weights_only=True) accepts them) -----------
+    # -- persistence: one form for checkpoints (torch.load(weights_only=True) accepts plain types) and JSON files --
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "units": list(self.units), "spm_model": self.spm_model}
+        """Plain data: kind, units, and the SentencePiece model as a hex string (None for other kinds)."""
+        return {"kind": self.kind, "units": list(self.units),
+                "spm_model": self.spm_model.hex() if self.spm_model else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Tokenizer":
-        return cls(d["kind"], list(d["units"]), d.get("spm_model"))
+        spm_model = d.get("spm_model")
+        return cls(d["kind"], list(d["units"]), bytes.fromhex(spm_model) if spm_model else None)

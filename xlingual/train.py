@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +27,17 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import distributed
 from .config import FeatureConfig, TrainConfig
 from .features import FeatureStore, spec_augment
-from .fileio import atomic_path, write_json, write_text
+from .progress import progress
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .fileio import write_json, write_text
 from .schedules import lr_factor
 
 FRAMES_PER_SECOND = 100  # 10 ms hop
+LossFn = Callable[[torch.nn.Module, dict, torch.device], torch.Tensor]
 
 
 class TrainingError(RuntimeError):
@@ -44,8 +47,9 @@ class TrainingError(RuntimeError):
 @dataclass
 class Example:
     id: str  # utterance id (key into the FeatureStore)
-    frames: int  # number of feature frames
+    frames: int  # number of feature frames (what batching budgets for)
     target: list[int] | int  # CTC unit ids (ASR) or a language index (LID)
+    crop: int = 0  # > 0: train on a random window of at most this many frames (LID); 0 = the whole utterance
 
 
 def pick_device(name: str) -> torch.device:
@@ -77,12 +81,14 @@ def bucket_batches(frames: list[int], max_frames: int, seed: int, epoch: int) ->
     return batches
 
 
-def collate(store: FeatureStore, examples: list[Example], pin: bool = False) -> dict:
+def collate(store: FeatureStore, examples: list[Example], pin: bool = False,
+            generator: torch.Generator | None = None) -> dict:
     """Pad a batch: feats (B, T, F), feat_lens (B,), and targets (sum L,) + target_lens (B,) or labels (B,).
 
     pin: page-locked tensors (for a CUDA device), so that the copies to it can be asynchronous (non_blocking).
+    generator: draws the window of an example with a crop (its start); the same generator state, the same windows.
     """
-    feats = [store[e.id] for e in examples]
+    feats = [_window(store[e.id], e.crop, generator) for e in examples]
     lens = torch.tensor([f.shape[0] for f in feats])
     padded = torch.zeros(len(feats), int(lens.max()), store.n_mels)
     for i, f in enumerate(feats):
@@ -96,6 +102,14 @@ def collate(store: FeatureStore, examples: list[Example], pin: bool = False) -> 
     if pin:
         batch.update({k: v.pin_memory() for k, v in batch.items() if isinstance(v, torch.Tensor)})
     return batch
+
+
+def _window(feats: torch.Tensor, crop: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(T, F) -> a random window of `crop` frames when T is longer (crop 0: all of it)."""
+    if not crop or feats.shape[0] <= crop:
+        return feats
+    start = int(torch.randint(0, feats.shape[0] - crop + 1, (1,), generator=generator))
+    return feats[start:start + crop]
 
 
 def compute_loss(model, batch: dict, device: torch.device) -> torch.Tensor:
@@ -127,32 +141,11 @@ def loss_from_logits(logits: torch.Tensor, out_lens: torch.Tensor, batch: dict) 
     return loss / len(batch["ids"])
 
 
-def _freeze_norm_stats(model: torch.nn.Module) -> None:
-    """Keep BatchNorm running statistics of frozen modules fixed, so a frozen layer is truly unchanged."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            params = list(m.parameters())
-            if params and not any(p.requires_grad for p in params):
-                m.eval()
-
-
-def _save(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _load_resume(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise TrainingError(f"cannot read checkpoint {path}: {e}; delete it to start this run afresh") from None
-
-
 def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: TrainConfig, out_dir: str | Path,
         evaluate: Callable[[torch.nn.Module], dict], select: tuple[str, str] = ("dev_wer", "min"),
         param_groups: list[dict] | None = None, on_epoch_start: Callable[[int], None] | None = None,
         specaug: FeatureConfig | None = None, meta: dict | None = None, run_key: str = "",
-        resume: bool = True) -> list[dict]:
+        resume: bool = True, loss: LossFn | None = None) -> list[dict]:
     """Train `model` on `train`, evaluating after each epoch; returns the per-epoch history.
 
     Args:
@@ -164,197 +157,244 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
         meta: plain data stored in every checkpoint beside the weights (model dims, tokenizer, ...).
         run_key: identifies the configuration; resuming a checkpoint written under another key is refused.
         resume: continue from out_dir/last.pt when a previous run was interrupted; False refuses to touch it.
+        loss: (model, batch, device) -> mean loss per utterance; default `compute_loss` (CTC, or frame CE).
     Outputs in out_dir: last.pt (resumable), best.pt (weights + meta), train_log.jsonl, done.json.
+    Raises:
+        TrainingError: no data, an utterance longer than a batch, a run that keeps producing non-finite losses, or
+            a model that is not finite at the end (never saved as a result).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / "done.json").is_file():
-        done = json.loads((out_dir / "done.json").read_text())
-        if done.get("run_key") == run_key:
-            return done["history"]
+    done = out_dir / "done.json"
+    if done.is_file():
+        finished = json.loads(done.read_text())
+        if finished.get("run_key") == run_key:
+            return finished["history"]
     if not train:
         raise TrainingError(f"{out_dir}: no training utterances; check the manifest and the hours budget")
-    device = distributed.init(pick_device(cfg.device))  # under torchrun: this rank's GPU, the group joined
-    rank, world = distributed.rank(), distributed.world_size()
-    main = rank == 0  # the one process that evaluates and writes
-    # every rank here before any reads last.pt: rank 0 may still be writing it when another rank re-enters fit
-    # after a failure in the same process (the ranks must resume from the same checkpoint)
-    distributed.barrier(device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or distributed.cpu_threads())
-    model.to(device)
-    groups = param_groups or [{"params": list(model.parameters()), "lr": cfg.lr, "name": "all"}]
-    for g in groups:
-        g.setdefault("base_lr", g["lr"])
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    max_frames = int(cfg.max_batch_seconds * FRAMES_PER_SECOND)
-    frames = [e.frames for e in train]
+    run = _Run(model, train, store, cfg, out_dir, param_groups, specaug, meta, run_key, loss or compute_loss)
+    run.resume(resume)
+    metric, mode = select
+    while run.state["epoch"] < cfg.epochs:
+        if on_epoch_start:
+            on_epoch_start(run.state["epoch"])
+        t0 = time.time()
+        for b, batch in run.epoch_batches():
+            run.step(b, batch)
+            if cfg.checkpoint_every_steps and run.state["step"] % cfg.checkpoint_every_steps == 0:
+                run.checkpoint()
+        run.end_epoch(evaluate, metric, mode, t0)
+    run.finish(metric)
+    return run.state["history"]
+
+
+class _Run:
+    """The state of one fit() call and its named steps: resume, step, end_epoch (evaluate, keep the best, log,
+    checkpoint), finish. Everything that must survive a kill is in `state` (saved in last.pt)."""
+
+    def __init__(self, model, train, store, cfg, out_dir, param_groups, specaug, meta, run_key, loss):
+        self.model, self.train, self.store, self.cfg, self.out_dir = model, train, store, cfg, out_dir
+        self.specaug, self.meta, self.run_key, self.loss = specaug, meta or {}, run_key, loss
+        self.device = distributed.init(pick_device(cfg.device))  # under torchrun: this rank's GPU, group joined
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0  # the one process that evaluates and writes
+        # every rank here before any reads last.pt: rank 0 may still be writing it when another rank re-enters fit
+        # after a failure in the same process (the ranks must resume from the same checkpoint)
+        distributed.barrier(self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cfg.threads or distributed.cpu_threads())
+        model.to(self.device)
+        groups = param_groups or [{"params": list(model.parameters()), "lr": cfg.lr, "name": "all"}]
+        for g in groups:
+            g.setdefault("base_lr", g["lr"])
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.max_frames = int(cfg.max_batch_seconds * FRAMES_PER_SECOND)
+        self.frames = [e.frames for e in train]
+        _check_lengths(train, self.max_frames, cfg)
+        steps_per_epoch = -(-len(bucket_batches(self.frames, self.max_frames, cfg.seed, 0)) // self.world)
+        self.total_steps = steps_per_epoch * cfg.epochs
+        self.net = model  # what the steps run: the model, or under torchrun its DistributedDataParallel wrapper
+        self.state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": 0, "history": [],
+                      "nonfinite": 0, "bad_epochs": 0, "seconds": 0.0,
+                      # [loss sum, utterances, skipped steps, audio frames] of this epoch: checkpointed, so a
+                      # resumed epoch logs the same figures
+                      "epoch_acc": [0.0, 0, 0, 0]}
+        self.last = out_dir / "last.pt"
+
+    def resume(self, allowed: bool) -> None:
+        """Continue from last.pt when an earlier process was interrupted (same run key only)."""
+        if self.last.is_file():
+            if not allowed:
+                raise TrainingError(f"{self.out_dir} holds an interrupted run (last.pt); pass --resume to continue "
+                                    f"it, or delete the folder to start over")
+            try:
+                ck = load_checkpoint(self.last)
+            except (CheckpointError, FileNotFoundError) as e:
+                raise TrainingError(f"{e}; delete it to start this run afresh") from None
+            if ck.get("run_key") != self.run_key:
+                raise TrainingError(f"{self.last} was written by a different configuration or code version; use a "
+                                    f"new output folder, or delete {self.out_dir} to retrain")
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
+            self.state.update(ck["state"])
+        if self.world > 1 and distributed.broadcast_object(self.state["step"], self.device) != self.state["step"]:
+            raise TrainingError(f"rank {self.rank} read another {self.last} than rank 0 did; the ranks must share "
+                                f"out_dir")
+
+    def epoch_batches(self):
+        """(index, batch) of this epoch's remaining steps; this rank's share under torchrun."""
+        self.model.train()
+        batches = bucket_batches(self.frames, self.max_frames, self.cfg.seed, self.state["epoch"])
+        spare = batches[0]  # what a rank left without a batch in the epoch's last step computes, with weight 0
+        self.sizes = None
+        if self.world > 1:
+            self.net = distributed.wrap(self.model, self.device, self.net)  # re-wrapped when what trains changed
+            self.sizes = distributed.step_sizes(batches, self.world)
+            batches = distributed.shard_batches(batches, self.rank, self.world)  # [] = a zero-weight step
+        self.bar = progress(total=len(batches) - self.state["batch"], unit="batch",
+                            desc=f"[{self.out_dir.name}] epoch {self.state['epoch'] + 1}/{self.cfg.epochs}",
+                            enabled=self.cfg.progress and self.main)
+        for b in range(self.state["batch"], len(batches)):
+            self.n_utts = len(batches[b])  # 0: this rank has no batch in this step
+            gen = torch.Generator().manual_seed(self.step_seed())  # crops: drawn from (seed, step), resume-safe
+            yield b, collate(self.store, [self.train[i] for i in batches[b] or spare], pin=self.device.type == "cuda",
+                             generator=gen)
+        self.bar.close()
+
+    def step_seed(self) -> int:
+        """Everything random in a step derives from (seed, step) and the rank: resume-safe determinism."""
+        return (self.cfg.seed * 1_000_003 + self.state["step"]) * self.world + self.rank
+
+    def step(self, b: int, batch: dict) -> None:
+        """One optimizer step: SpecAugment, forward, loss, backward, clipped AdamW at this step's LR. A non-finite
+        loss or gradient skips the step (weights untouched) and counts it; many in a row stop the run."""
+        state, acc, cfg = self.state, self.state["epoch_acc"], self.cfg
+        seed = self.step_seed()
+        torch.manual_seed(seed)
+        if self.specaug is not None and self.specaug.specaugment:
+            batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], self.specaug,
+                                          torch.Generator().manual_seed(seed))
+        factor = lr_factor(state["step"], self.total_steps, cfg)
+        for g in self.opt.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        loss = self.loss(self.net, batch, self.device)
+        finite = bool(torch.isfinite(loss))
+        step_sum, step_n = loss.item() * self.n_utts, self.n_utts
+        if self.world > 1:
+            # one all-reduce: is every rank's loss finite (all step, or none), and the step's loss sum and
+            # utterances over all ranks (so every rank, and the checkpoint, holds the epoch's figures)
+            bad, step_sum, step_n = distributed.all_sum([float(not finite), step_sum, step_n], self.device)
+            finite = bad == 0
+            # DDP averages the ranks' gradients: weighting each rank's mean by its share of the step's utterances
+            # makes the update that of the mean over all of them (0 for a rank without a batch)
+            loss = loss * (self.n_utts * self.world / self.sizes[b])
+        self.opt.zero_grad(set_to_none=True)
+        if finite:
+            loss.backward()
+            # a finite loss can still overflow in backward; an inf/NaN gradient would make every weight NaN
+            finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)))
+        if finite:
+            state["nonfinite"] = 0
+            self.opt.step()
+            acc[0] += step_sum
+            acc[1] += int(step_n)
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            state["nonfinite"] += 1
+            acc[2] += 1
+            if state["nonfinite"] >= cfg.max_nonfinite:
+                kept = [p.name for p in (self.last, self.out_dir / "best.pt") if p.is_file()]
+                raise TrainingError(
+                    f"{self.out_dir}: {state['nonfinite']} consecutive non-finite losses or gradients (step "
+                    f"{state['step']}, epoch {state['epoch'] + 1}); stopped. "
+                    + (f"The last good checkpoints are kept ({', '.join(kept)}); " if kept else
+                       "No checkpoint was written yet; ")
+                    + "lower train.lr, or check the data (utterances too short for their transcripts, empty or "
+                      "corrupt audio)")
+        if self.n_utts:
+            acc[3] += int(batch["feat_lens"].sum())
+        state["step"] += 1
+        state["batch"] = b + 1
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss.item():.3f}")
+
+    def end_epoch(self, evaluate, metric: str, mode: str, t0: float) -> None:
+        """Evaluate on dev (rank 0), keep the best model, apply early stopping, checkpoint, log."""
+        state, acc = self.state, self.state["epoch_acc"]
+        elapsed = time.time() - t0
+        frames = distributed.all_sum([acc[3]], self.device)[0] if self.world > 1 else acc[3]
+        self.model.eval()
+        record = None
+        if self.main:
+            with torch.no_grad():
+                dev = evaluate(self.model)
+            record = {"epoch": state["epoch"] + 1, "step": state["step"], "train_loss": acc[0] / max(acc[1], 1),
+                      "nonfinite_steps": acc[2],  # steps skipped for a non-finite loss or gradient
+                      "lr": self.opt.param_groups[-1]["lr"], "epoch_seconds": round(elapsed, 2),
+                      "audio_sec_per_sec": round(frames / FRAMES_PER_SECOND / max(elapsed, 1e-9), 1), **dev}
+        if self.world > 1:
+            record = distributed.broadcast_object(record, self.device)  # the others wait while rank 0 evaluates
+        state["history"].append(record)
+        value = record[metric]
+        if state["best"] is None or (value < state["best"] if mode == "min" else value > state["best"]):
+            _check_finite(self.model, self.out_dir)
+            state["best"], state["best_epoch"], state["bad_epochs"] = value, state["epoch"] + 1, 0
+            if self.main:
+                save_checkpoint(self.out_dir / "best.pt", {"model": self.model.state_dict(), "meta": self.meta,
+                                                           "epoch": state["epoch"] + 1, metric: value})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"], state["batch"], state["epoch_acc"] = state["epoch"] + 1, 0, [0.0, 0, 0, 0]
+        state["seconds"] += time.time() - t0
+        if self.cfg.patience and state["bad_epochs"] >= self.cfg.patience:
+            state["epoch"] = self.cfg.epochs  # early stop: the remaining epochs are skipped, also on resume
+        self.checkpoint()
+        if self.main:
+            self.log(record)
+
+    def checkpoint(self) -> None:
+        if self.main:
+            save_checkpoint(self.last, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                                        "state": self.state, "run_key": self.run_key, "meta": self.meta})
+
+    def log(self, record: dict) -> None:
+        # the log is rewritten from the checkpointed history, so a kill never leaves it duplicated or short
+        write_text(self.out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.state["history"]))
+        if self.cfg.progress:
+            print(f"[{self.out_dir.name}] " + " ".join(f"{k}={_shown(v)}" for k, v in record.items()),
+                  file=sys.stderr, flush=True)
+
+    def finish(self, metric: str) -> None:
+        if self.main:
+            write_json(self.out_dir / "done.json", {
+                "run_key": self.run_key, "best": self.state["best"], "best_epoch": self.state["best_epoch"],
+                "metric": metric, "seconds": round(self.state["seconds"], 2), "history": self.state["history"]})
+        distributed.barrier(self.device)  # no rank returns before rank 0's files are complete
+
+
+def _shown(v) -> str:
+    """A logged value as people read it: 4 significant digits for floats (an LR of 2e-05 is not 0.0)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _check_lengths(train: list[Example], max_frames: int, cfg: TrainConfig) -> None:
+    """A clear stop rather than a silent skip for utterances longer than a batch (dropping data would change
+    what the run means)."""
     too_long = [e for e in train if e.frames > max_frames]
-    if too_long:  # a clear stop rather than a silent skip: dropping data would change what the run means
+    if too_long:
         longest = max(too_long, key=lambda e: e.frames).frames / FRAMES_PER_SECOND
         shown = ", ".join(repr(e.id) for e in too_long[:3]) + (" ..." if len(too_long) > 3 else "")
         raise TrainingError(f"{len(too_long)} training utterance(s) are longer than one batch "
                             f"(train.max_batch_seconds={cfg.max_batch_seconds}): {shown}, the longest {longest:.1f} s; "
                             f"raise train.max_batch_seconds to at least {math.ceil(longest * 10) / 10:g}, or drop "
                             f"(or segment) the long utterances in the manifest")
-    steps_per_epoch = -(-len(bucket_batches(frames, max_frames, cfg.seed, 0)) // world)  # ceil: see shard_batches
-    total_steps = steps_per_epoch * cfg.epochs
-
-    state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "history": [], "nonfinite": 0, "bad_epochs": 0,
-             "epoch_acc": [0.0, 0, 0]}
-    last = out_dir / "last.pt"
-    if last.is_file():
-        if not resume:
-            raise TrainingError(f"{out_dir} holds an interrupted run (last.pt); pass --resume to continue it, or "
-                                f"delete the folder to start over")
-        ck = _load_resume(last)
-        if ck.get("run_key") != run_key:
-            raise TrainingError(f"{last} was written by a different configuration; use a new output folder, or "
-                                f"delete {out_dir} to retrain")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
-        state.setdefault("epoch_acc", [0.0, 0, 0])
-    if world > 1 and distributed.broadcast_object(state["step"], device) != state["step"]:
-        raise TrainingError(f"rank {rank} read another {last} than rank 0 did; the ranks must share out_dir")
-
-    def checkpoint() -> None:
-        if main:
-            _save(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                         "run_key": run_key, "meta": meta or {}})
-
-    metric, mode = select
-    net = model  # what the steps run: the model, or under torchrun its DistributedDataParallel wrapper
-    while state["epoch"] < cfg.epochs:
-        epoch = state["epoch"]
-        if on_epoch_start:
-            on_epoch_start(epoch)
-        model.train()
-        _freeze_norm_stats(model)
-        batches = bucket_batches(frames, max_frames, cfg.seed, epoch)
-        spare = batches[0]  # what a rank left without a batch in the epoch's last step computes, with weight 0
-        if world > 1:
-            net = distributed.wrap(model, device, net)  # re-wrapped only when on_epoch_start changed what trains
-            sizes = distributed.step_sizes(batches, world)
-            batches = distributed.shard_batches(batches, rank, world)  # this rank's share; [] = a zero-weight step
-        t0, audio_frames = time.time(), 0
-        # [loss sum, utterances, skipped steps] of this epoch: checkpointed, so a resumed epoch logs the same
-        acc = state["epoch_acc"]
-        bar = tqdm(total=len(batches), initial=state["batch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress or not main, leave=False)
-        for b in range(state["batch"], len(batches)):
-            step = state["step"]
-            # everything random in this step derives from (seed, step) (and the rank): resume-safe determinism
-            seed = (cfg.seed * 1_000_003 + step) * world + rank
-            torch.manual_seed(seed)
-            batch = collate(store, [train[i] for i in batches[b] or spare], pin=device.type == "cuda")
-            if specaug is not None and specaug.specaugment:
-                gen = torch.Generator().manual_seed(seed)
-                batch["feats"] = spec_augment(batch["feats"], batch["feat_lens"], specaug, gen)
-            factor = lr_factor(step, total_steps, cfg)
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * factor
-            buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics, restored if skipped
-            loss = compute_loss(net, batch, device)
-            finite = bool(torch.isfinite(loss))
-            if world > 1:
-                # one all-reduce: is every rank's loss finite (all step, or none), and the step's loss sum and
-                # utterances over all ranks (so every rank, and the checkpoint, holds the epoch's figures)
-                bad, step_sum, step_n = distributed.all_sum(
-                    [float(not finite), loss.item() * len(batches[b]), len(batches[b])], device)
-                finite = bad == 0
-                # DDP averages the ranks' gradients: weighting each rank's mean by its share of the step's
-                # utterances makes the update that of the mean over all of them (0 for a rank without a batch)
-                loss = loss * (len(batches[b]) * world / sizes[b])
-            opt.zero_grad(set_to_none=True)
-            if finite:
-                loss.backward()
-                # a finite loss can still overflow in backward; an inf/NaN gradient would make every weight NaN
-                finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)))
-            if finite:
-                state["nonfinite"] = 0
-                opt.step()
-                if world == 1:
-                    acc[0] += loss.item() * len(batch["ids"])
-                    acc[1] += len(batch["ids"])
-                else:
-                    acc[0] += step_sum
-                    acc[1] += int(step_n)
-            else:  # skip the step (weights and statistics untouched) and count it; many in a row stop the run
-                opt.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    for buf, saved in zip(model.buffers(), buffers):
-                        buf.copy_(saved)
-                state["nonfinite"] += 1
-                acc[2] += 1
-                if state["nonfinite"] >= cfg.max_nonfinite:
-                    kept = [p.name for p in (last, out_dir / "best.pt") if p.is_file()]
-                    raise TrainingError(
-                        f"{out_dir}: {state['nonfinite']} consecutive non-finite losses or gradients (step {step}, "
-                        f"epoch {epoch + 1}); stopped. "
-                        + (f"The last good checkpoints are kept ({', '.join(kept)}); " if kept else
-                           "No checkpoint was written yet; ")
-                        + "lower train.lr, or check the data (utterances too short for their transcripts, "
-                          "empty or corrupt audio)")
-            if batches[b]:
-                audio_frames += int(batch["feat_lens"].sum())
-            state["step"] += 1
-            state["batch"] = b + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if cfg.checkpoint_every_steps and state["step"] % cfg.checkpoint_every_steps == 0:
-                checkpoint()
-        bar.close()
-        elapsed = time.time() - t0
-        if world > 1:  # the audio of all ranks
-            audio_frames = distributed.all_sum([audio_frames], device)[0]
-        model.eval()
-        record = None
-        if main:
-            with torch.no_grad():
-                dev = evaluate(model)
-            record = {"epoch": epoch + 1, "step": state["step"], "train_loss": acc[0] / max(acc[1], 1),
-                      "nonfinite_steps": acc[2],  # steps skipped for a non-finite loss or gradient
-                      "lr": opt.param_groups[-1]["lr"],
-                      "epoch_seconds": round(elapsed, 2),
-                      "audio_sec_per_sec": round(audio_frames / FRAMES_PER_SECOND / max(elapsed, 1e-9), 1), **dev}
-        if world > 1:
-            record = distributed.broadcast_object(record, device)  # the others wait here while rank 0 evaluates
-        state["history"].append(record)
-        value = record[metric]
-        better = state["best"] is None or (value < state["best"] if mode == "min" else value > state["best"])
-        if better:
-            state["best"], state["bad_epochs"] = value, 0
-            if main:
-                _save(out_dir / "best.pt", {"model": model.state_dict(), "meta": meta or {},
-                                            "epoch": epoch + 1, metric: value})
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"], state["batch"], state["epoch_acc"] = epoch + 1, 0, [0.0, 0, 0]
-        if cfg.patience and state["bad_epochs"] >= cfg.patience:
-            state["epoch"] = cfg.epochs  # early stop: the remaining epochs are skipped, also on resume
-        checkpoint()
-        if not main:
-            continue
-        # the log is rewritten from the checkpointed history, so a kill never leaves it duplicated or short
-        write_text(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
-        if cfg.progress:
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
-            tqdm.write(f"[{out_dir.name}] " + " ".join(f"{k}={v}" for k, v in shown.items()))
-    if main:
-        write_json(out_dir / "done.json", {"run_key": run_key, "best": state["best"], "metric": metric,
-                                           "history": state["history"]})
-    distributed.barrier(device)  # no rank returns before rank 0's files are complete
-    return state["history"]
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load best.pt/last.pt safely (weights_only): {"model": state_dict, "meta": {...}, ...}."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise TrainingError(f"cannot load checkpoint {path} safely: {e}. Only checkpoints written by xlingual "
-                            f"(plain tensors and data) are accepted") from None
+def _check_finite(model: torch.nn.Module, out_dir: Path) -> None:
+    """A model with non-finite weights is never saved as a result (a divergence that slipped past the step check,
+    e.g. an infinite learning rate)."""
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrainingError(f"{out_dir}: the model's weights became non-finite ({', '.join(bad[:3])}"
+                            f"{' ...' if len(bad) > 3 else ''}); nothing was saved as best.pt for this epoch. "
+                            f"Lower train.lr (it must be a finite positive number)")

@@ -55,6 +55,6 @@ if stage_on 2; then
 fi
 if stage_on 3; then
   # shellcheck disable=SC2086
-  run xlingual rank-eval --lid "$lid_dir/best.pt" --wer-matrix "$matrix_dir/report/wer_matrix.csv" \
+  run xlingual rank-eval --lid "$lid_dir/best.pt" --matrix "$matrix_dir" --metric wer \
       --data "$data" --out "$lid_dir/rank_eval" --cache-dir "$data/.features" $rank_args
 fi

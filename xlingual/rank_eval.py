@@ -1,0 +1,338 @@
+"""The ranking evaluation (`xlingual rank-eval`): every predictor against a measured matrix, with its noise.
+
+The oracle is a matrix of error rates (target -> source -> WER or CER %), read from a matrix folder (runs that did not
+learn are left out, and per-utterance errors give each target's sources within noise of its best: rank_metrics.
+noise_ties) or from a CSV (no noise information: only equal values tie).
+
+Settings: "in_set" (an LID trained on the target too; its own column excluded: the reference's setting),
+"loo" (every predictor built without the target: the real use, a new language), "baselines" (predictors that never
+train on speech). Each predictor gets top-1, regret, pooled Spearman, NDCG@k, permutation p-values against random
+ranking, the random expectations, and a paired comparison with the best baseline. Outputs in out_dir:
+ranking_eval.{json,md}, ranking_<setting>_<predictor>.csv, oracle.json, lid_scores.* (in-set), loo_scores.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import time
+from pathlib import Path
+
+from .config import LIDConfig, PhonotacticConfig
+from .corpus import read_manifest, subset_hours
+from .fileio import read_json, write_json, write_text
+from .lid_scores import plot_heatmap, write_score_matrix
+from .predictors import (INVENTORY_METRICS, TYPOLOGY_SETS, combine, inventory_scores, lid_scores,
+                         loo_lid_predictors, phonotactic_scores, train_loo_lids, train_loo_phone_recognizers,
+                         typology_available, typology_scores)
+from .rank_metrics import evaluate_ranking, noise_ties, paired_comparison, permutation_test, read_wer_matrix
+
+COMBINED = ("lid_frame", "embedding", "phonotactic")  # the parts of the combined predictor (loo)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The oracle
+
+
+def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 2000, alpha: float = 0.05) -> dict:
+    """The measured matrix of a matrix folder with its noise: {"metric", "errors": t -> s -> %, "tied": t -> [s],
+    "noise": t -> noise_ties details, "unlearned": [(target, source)], "seed_sd": t -> sd}.
+
+    A cell is the mean over the seeds that learned; its per-utterance errors (decode_test/errors.jsonl) are
+    averaged over those seeds for the paired bootstrap. The seed floor is the sd over seeds of the target's
+    from-scratch baseline at the target budget (baseline_seeds), 0 without several seeds.
+    """
+    from .report import Results
+
+    if metric not in ("cer", "wer"):
+        raise ValueError(f"metric must be 'cer' or 'wer', not {metric!r}")
+    res = Results(matrix_dir)
+    key = ("char_errors", "ref_chars") if metric == "cer" else ("errors", "ref_words")
+    errors, tied, noise, unlearned, seed_sd = {}, {}, {}, [], {}
+    for t in res.config["targets"]:
+        base = res.values(metric, table="baseline", target=t, budget="small")
+        seed_sd[t] = statistics.stdev(base) if len(base) >= 2 else 0.0
+        per_utt = {}
+        for s in res.config["sources"]:
+            if s == t:
+                continue
+            role = {"table": "matrix", "source": s, "target": t}
+            if res.unlearned(**role) and res.value(metric, **role) is None:
+                unlearned.append((t, s))
+            runs = [c for c in res.runs(**role) if c["name"] in res.results and res.learned(c["name"])]
+            if runs:
+                errors.setdefault(t, {})[s] = res.value(metric, **role)
+                per_utt[s] = _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
+        if len(per_utt) >= 2:
+            noise[t] = noise_ties(per_utt, seed_sd[t], n_boot, alpha)
+            tied[t] = noise[t]["tied"]
+    return {"metric": metric, "matrix_dir": str(matrix_dir), "errors": errors, "tied": tied, "noise": noise,
+            "unlearned": unlearned, "seed_sd": seed_sd, "alpha": alpha, "n_boot": n_boot}
+
+
+def _mean_errors(paths: list[Path], key: tuple[str, str]) -> dict[str, tuple[float, int]]:
+    """utterance id -> (errors averaged over the runs, reference length) from decode errors.jsonl files."""
+    import json
+
+    acc: dict[str, list] = {}
+    for p in paths:
+        for line in p.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            acc.setdefault(r["id"], [[], r[key[1]]])[0].append(r[key[0]])
+    return {i: (sum(e) / len(e), n) for i, (e, n) in acc.items()}
+
+
+def csv_oracle(path: str | Path) -> dict:
+    """An oracle from a matrix CSV (rank_metrics.read_wer_matrix): no noise information, so only equal values tie."""
+    return {"metric": "wer", "source_csv": str(path), "errors": read_wer_matrix(path), "tied": {}, "noise": {},
+            "unlearned": []}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluating the predictors
+
+
+def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split: str = "test",
+                  lid_ckpt: str | Path | None = None, loo_cfg: LIDConfig | None = None,
+                  phone_cfg: PhonotacticConfig | None = None,
+                  baselines: tuple[str, ...] = ("char", "ipa", "typology"), k: int = 3, n_perm: int = 10000,
+                  level: str = "frame", max_hours: float | None = None, source_split: str = "dev",
+                  cache_dir: str | Path | None = None, device: str | None = None) -> dict:
+    """Evaluate every predictor that the arguments allow against `oracle` (matrix_oracle or csv_oracle).
+
+    Target speech: data_dir/<target>/<split>.jsonl (text optional); the sources' own speech (embeddings,
+    phonotactics): data_dir/<source>/<source_split>.jsonl; transcripts for the inventory baselines:
+    data_dir/<lang>/train.jsonl. lid_ckpt: an LID over the sources (in-set setting); loo_cfg: train (cached) one
+    LID per target without it; phone_cfg: train (cached) one phone recognizer per target without it.
+    """
+    data_dir, out = Path(data_dir), Path(out_dir)
+    cache = Path(cache_dir) if cache_dir is not None else data_dir / ".features"
+    errors, tied = oracle["errors"], {t: set(v) for t, v in oracle.get("tied", {}).items()}
+    targets = sorted(errors)
+    sources = sorted({s for row in errors.values() for s in row} | set(targets))
+    speech = {t: _speech(data_dir / t / f"{split}.jsonl", max_hours) for t in targets}
+    source_speech = {s: _speech(data_dir / s / f"{source_split}.jsonl", max_hours) for s in sources
+                     if (data_dir / s / f"{source_split}.jsonl").is_file()}
+    timings, notes = {}, []
+    scores: dict[str, dict[str, dict]] = {"in_set": {}, "loo": {}, "baselines": {}}
+    lid_languages = None
+    if not targets:
+        notes.append("no target has a measured (learned) cell: nothing to evaluate")
+        lid_ckpt = loo_cfg = phone_cfg = None
+        baselines = ()
+
+    if lid_ckpt is not None:
+        t0 = time.perf_counter()
+        table, matrix = lid_scores(lid_ckpt, speech, level, cache, device)
+        lid_languages = matrix.columns
+        write_score_matrix(matrix, out, "lid_scores")
+        in_set = [t for t in targets if t in lid_languages]
+        scores["in_set"]["lid_frame"] = {t: {s: v for s, v in table[t].items() if s != t} for t in in_set}
+        timings["lid_in_set_s"] = round(time.perf_counter() - t0, 2)
+        if not in_set:
+            notes.append(f"no target is among the LID languages {lid_languages}: the in-set setting is empty")
+    if loo_cfg is not None:
+        t0 = time.perf_counter()
+        ckpts = train_loo_lids(loo_cfg, targets)
+        timings["loo_lid_training_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        scores["loo"].update(loo_lid_predictors(ckpts, speech, source_speech, cache, device))
+        timings["loo_lid_scoring_s"] = round(time.perf_counter() - t0, 2)
+        write_json(out / "loo_scores.json", {"checkpoints": {t: str(p) for t, p in ckpts.items()},
+                                             "scores": scores["loo"]})
+        plot_ranking_scores(scores["loo"]["lid_frame"], out / "loo_scores.png",
+                            "Leave-one-out LID average posteriors (frame mean)")
+    if phone_cfg is not None:
+        t0 = time.perf_counter()
+        recognizers = train_loo_phone_recognizers(phone_cfg, sources, targets)
+        missing = sorted(set(targets) - set(recognizers))
+        if missing:
+            notes.append(f"phonotactic: the recognizer without {', '.join(missing)} did not learn; no scores there")
+        timings["phone_training_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        scores["loo"]["phonotactic"] = phonotactic_scores(recognizers, speech, source_speech, phone_cfg.order,
+                                                          cache)
+        timings["phonotactic_scoring_s"] = round(time.perf_counter() - t0, 2)
+    parts = [scores["loo"][p] for p in COMBINED if scores["loo"].get(p)]
+    if len(parts) >= 2:
+        scores["loo"]["combined"] = combine(parts)
+    scores["baselines"] = _baselines(baselines, data_dir, targets, sources, timings, notes)
+
+    evaluations = {setting: {name: _evaluate(sc, errors, tied, k, n_perm) for name, sc in preds.items() if sc}
+                   for setting, preds in scores.items()}
+    evaluations = {s: v for s, v in evaluations.items() if v}
+    best_base = _best_baseline(evaluations.get("baselines", {}))
+    for setting, preds in evaluations.items():
+        if setting != "baselines" and best_base:
+            for ev in preds.values():
+                ev["vs_best_baseline"] = {"baseline": best_base,
+                                          "regret": paired_comparison(ev, evaluations["baselines"][best_base]),
+                                          "top1": paired_comparison(ev, evaluations["baselines"][best_base],
+                                                                    "top1")}
+    results = {"metric": oracle["metric"], "targets": targets, "sources": sources, "split": split,
+               "data_dir": str(data_dir), "k": k, "n_permutations": n_perm, "lid_checkpoint": str(lid_ckpt),
+               "lid_languages": lid_languages, "oracle": _oracle_summary(oracle), "evaluations": evaluations,
+               "best_baseline": best_base, "timings": timings, "notes": notes}
+    write_json(out / "oracle.json", _jsonable(oracle))
+    write_json(out / "ranking_eval.json", _jsonable(results))
+    write_text(out / "ranking_eval.md", evaluation_markdown(results))
+    for (setting, name), ev in _each(results):
+        write_text(out / f"ranking_{setting}_{name}.csv", _rows_csv(ev, k, oracle["metric"]))
+    return results
+
+
+def _speech(path: Path, max_hours: float | None):
+    utts = read_manifest(path, require_text=False)
+    return subset_hours(utts, max_hours) if max_hours is not None else utts
+
+
+def _evaluate(scores: dict, errors: dict, tied: dict, k: int, n_perm: int) -> dict:
+    ev = evaluate_ranking(scores, errors, k, tied)
+    ev["permutation"] = permutation_test(scores, errors, k, tied, n=n_perm)
+    return ev
+
+
+def _best_baseline(baselines: dict) -> str | None:
+    """The baseline with the lowest mean regret (chosen after the fact: a conservative comparison)."""
+    done = {n: ev for n, ev in baselines.items() if ev["summary"]["n_targets"]}
+    return min(done, key=lambda n: (done[n]["summary"]["mean_regret"], n)) if done else None
+
+
+def _baselines(kinds, data_dir: Path, targets: list[str], sources: list[str], timings: dict, notes: list) -> dict:
+    langs = sorted(set(targets) | set(sources))
+    base: dict[str, dict] = {}
+    if "char" in kinds or "ipa" in kinds:
+        texts = {lang: [u.text for u in read_manifest(data_dir / lang / "train.jsonl")] for lang in langs}
+        for kind in ("char", "ipa"):
+            if kind in kinds:
+                t0 = time.perf_counter()
+                try:
+                    for metric in INVENTORY_METRICS:
+                        base[f"{kind}_{metric}"] = inventory_scores(texts, kind, metric, targets)
+                except (ValueError, RuntimeError) as e:  # e.g. a language eSpeak NG cannot phonemize
+                    notes.append(f"{kind} inventory skipped: {e}")
+                timings[f"{kind}_inventory_s"] = round(time.perf_counter() - t0, 2)
+    if "typology" in kinds:
+        if typology_available():
+            for fs in TYPOLOGY_SETS:
+                try:
+                    base[f"uriel_{fs}"] = typology_scores(langs, fs, targets)
+                except ValueError as e:
+                    notes.append(f"typology {fs}: {e}")
+        else:
+            notes.append("typology skipped: the lang2vec package (URIEL data) is not installed")
+    return base
+
+
+def _oracle_summary(oracle: dict) -> dict:
+    return {"metric": oracle["metric"], "tied": oracle.get("tied", {}),
+            "unique_best": sorted(t for t, v in oracle.get("tied", {}).items() if len(v) == 1),
+            "unlearned": oracle.get("unlearned", []), "seed_sd": oracle.get("seed_sd", {})}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    if isinstance(v, list):
+        return "/".join(map(str, v))
+    return str(v)
+
+
+def _p(ev: dict, name: str) -> str:
+    p = ev.get("permutation", {}).get(name, {}).get("p")
+    return "" if p is None else f"{p:.3g}"
+
+
+def evaluation_markdown(results: dict) -> str:
+    """Summary table (setting x predictor) with p-values and random expectations, then per-target tables."""
+    m, k = results["metric"].upper(), results["k"]
+    o = results["oracle"]
+    n_unique = len(o["unique_best"])
+    lines = [f"## Source ranking against the {m} matrix", "",
+             f"Oracle: test {m} (%) of each target adapted from each source (the target itself excluded). A source "
+             f"within noise of the target's best (paired bootstrap over its test utterances, 95%, and the from-"
+             f"scratch seed spread) counts as equally good in every metric. {n_unique} of {len(results['targets'])} "
+             f"targets have one best source beyond noise ({', '.join(o['unique_best']) or 'none'})."
+             + (f" Cells left out because their run did not learn: {len(o['unlearned'])}." if o["unlearned"] else ""),
+             "",
+             f"top-1: targets whose chosen source is (tied) best, of all targets and of those with a unique best; "
+             f"random: its expected count. Regret in {m} points. p: share of {results['n_permutations']} random "
+             f"rankings (scores shuffled within each target) at least as good. vs best baseline: mean regret "
+             f"difference (negative = better) and its one-sided sign-flip p over the same targets. Settings: "
+             f"`in_set` (LID trained on the target too, its own column excluded), `loo` (built without the target: "
+             f"the real use), `baselines` (no speech).", "",
+             f"| setting | predictor | targets | top-1 | top-1, unique best | random top-1 | p | mean regret | "
+             f"random regret | p | Spearman | p | NDCG@{k} | p | vs best baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (setting, name), ev in _each(results):
+        s = ev["summary"]
+        vs = ev.get("vs_best_baseline")
+        vs_txt = (f"{vs['regret']['mean_difference']:+.2f} (p {vs['regret']['p']:.3g}) vs {vs['baseline']}"
+                  if vs else "")
+        lines.append(f"| {setting} | {name} | {s['n_targets']} | {_fmt(s['top1_hits'], 1)} of {s['n_targets']} | "
+                     f"{_fmt(s['top1_hits_unique_best'], 1)} of {s['n_unique_best']} | "
+                     f"{_fmt(s['random_top1_hits'], 2)} | {_p(ev, 'top1_hits')} | {_fmt(s['mean_regret'], 2)} | "
+                     f"{_fmt(s['random_regret'], 2)} | {_p(ev, 'mean_regret')} | {_fmt(s['spearman'])} | "
+                     f"{_p(ev, 'spearman')} | {_fmt(s[f'ndcg@{k}'])} | {_p(ev, f'ndcg@{k}')} | {vs_txt} |")
+    for (setting, name), ev in _each(results):
+        lines += ["", f"### {setting} / {name}", "",
+                  f"| target | predicted order (score) | chosen ({m}) | best ({m}) | tied with best | regret |",
+                  "|---|---|---|---|---|---|"]
+        for r in ev["targets"]:
+            order = ", ".join(f"{s} ({v:.3g})" for s, v in r["predicted"])
+            ties = o["tied"].get(r["target"], [])
+            lines.append(f"| {r['target']} | {order} | {_fmt(r['chosen'])} ({r['chosen_wer']:.1f}) | "
+                         f"{_fmt(r['best'])} ({r['best_wer']:.1f}) | {'/'.join(ties) or '-'} | "
+                         f"{r['regret']:.2f} |")
+        if ev["skipped"]:
+            lines.append(f"\nNot evaluated (no scores, or fewer than 2 candidate sources): {', '.join(ev['skipped'])}")
+    if results["notes"]:
+        lines += ["", "Notes: " + "; ".join(results["notes"])]
+    return "\n".join(lines) + "\n"
+
+
+def _each(results: dict):
+    for setting, preds in results["evaluations"].items():
+        for name, ev in preds.items():
+            yield (setting, name), ev
+
+
+def _rows_csv(ev: dict, k: int, metric: str) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = ["target", "n_candidates", "chosen", "chosen_wer", "best", "best_wer", "top1", "regret", "spearman",
+            "kendall", f"ndcg@{k}", "random_regret", "unique_best", "predicted", "oracle"]
+    w.writerow([c.replace("wer", metric) for c in cols])
+    for r in ev["targets"]:
+        w.writerow([_fmt(r[c]) if c not in ("predicted", "oracle") else
+                    " ".join(f"{s}:{v}" for s, v in r[c]) for c in cols])
+    return buf.getvalue()
+
+
+def _jsonable(obj):
+    """NaN -> None (strict JSON); sets -> sorted lists."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_jsonable(v) for v in (sorted(obj) if isinstance(obj, set) else obj)]
+    return obj
+
+
+def plot_ranking_scores(scores: dict[str, dict[str, float]], path: str | Path, title: str) -> None:
+    """Heatmap of a predictor's target x source scores (e.g. the LOO LID scores), rows and columns in one order
+    so that the (empty) own-language cells lie on the diagonal."""
+    langs = sorted(set(scores) | {s for r in scores.values() for s in r})
+    plot_heatmap([[scores.get(r, {}).get(c, float("nan")) for c in langs] for r in langs if r in scores],
+                 [r for r in langs if r in scores], langs, path, title, "source", "target")
+
+
+def read_oracle(path: str | Path) -> dict:
+    return read_json(path)
