@@ -31,3 +31,35 @@ def learning_corpus(tmp_path_factory) -> Path:
     from helpers import build_learning_corpus
 
     return build_learning_corpus(tmp_path_factory.getbasetemp() / "learning_corpus")
+
+
+@pytest.fixture(scope="session")
+def slurm_or_why():
+    """A real single-node SLURM (tests/slurm_cluster.py) for the whole session, its clients pointed at it through
+    SLURM_CONF; or, where it cannot start, the reason why (a string). Stopped at the session's end."""
+    import shutil
+    import tempfile
+
+    from slurm_cluster import SlurmUnavailable, start
+
+    # not under pytest's tmp folder: munge's socket path must stay short (108 bytes)
+    root = Path(tempfile.mkdtemp(prefix="xl-slurm-"))
+    try:
+        cluster = start(root)
+    except SlurmUnavailable as e:
+        yield f"no real SLURM here: {e}"
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLURM_CONF", str(cluster.conf))
+        yield cluster
+    cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm(slurm_or_why):
+    """The real SLURM of slurm_or_why; the test is skipped, with the reason, where it cannot start."""
+    if isinstance(slurm_or_why, str):
+        pytest.skip(slurm_or_why)
+    return slurm_or_why
