@@ -161,7 +161,7 @@ def test_cli_lid_train_reuses_and_lid_score_writes(lid_run, tmp_path, capsys):
     conf.write_text(yaml.safe_dump(to_dict(cfg)))
     assert main(["lid", "train", str(conf)]) == 0  # same configuration: the finished run is reused
     out = json.loads(capsys.readouterr().out)
-    assert out["checkpoint"] == str(best) and set(out["per_language_accuracy"]) == set(LANGS)
+    assert out["checkpoint"] == str(best) and set(out["test_per_language_accuracy"]) == set(LANGS)
     manifests = [str(corpus / lang / "test.jsonl") for lang in ("bn", "th")]
     assert main(["lid", "score", str(best), *manifests, "--out", str(tmp_path / "scores")]) == 0
     text = capsys.readouterr().out

@@ -83,11 +83,12 @@ def _lid_train(args) -> None:
 
     best = train_lid(load_config(LIDConfig, args.config, args.set))
     res = read_json(best.parent / "results.json")
-    dev = res["dev"]
-    print(json.dumps({"checkpoint": str(best), "learned": res["learned"], "dev_accuracy": dev["accuracy"],
-                      "dev_posterior_accuracy": dev["posterior_accuracy"],
-                      "per_language_accuracy": dev["per_language_accuracy"],
-                      "confusion (rows: true, columns: predicted)": dev["confusion"]}, indent=2))
+    test = res["test"]
+    print(json.dumps({"checkpoint": str(best), "learned": res["learned"], "dev_accuracy": res["dev"]["accuracy"],
+                      "test_accuracy (held-out voices)": test["accuracy"],
+                      "test_posterior_accuracy": test["posterior_accuracy"],
+                      "test_per_language_accuracy": test["per_language_accuracy"],
+                      "test confusion (rows: true, columns: predicted)": test["confusion"]}, indent=2))
 
 
 def _manifests_by_language(paths: list[str], require_text: bool = False) -> dict:
@@ -176,7 +177,7 @@ def _rank_eval(args) -> None:
     baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
     run_rank_eval(oracle, args.out, data_dir, split=args.split, lid_ckpt=args.lid, loo_cfg=loo, phone_cfg=phones,
                   baselines=baselines, k=args.k, n_perm=args.n_perm, level=args.level, max_hours=args.max_hours,
-                  cache_dir=args.cache_dir, device=args.device)
+                  cache_dir=args.cache_dir, device=args.device, jobs=args.jobs, lid_from_phones=args.lid_from_phones)
     print((Path(args.out) / "ranking_eval.md").read_text(encoding="utf-8"), end="")
 
 
@@ -243,6 +244,10 @@ def _add_lid_parsers(sub) -> None:
                    "phonotactic predictor")
     e.add_argument("--phone-set", action="append", default=[], metavar="KEY=VALUE", help="override for "
                    "--phone-config")
+    e.add_argument("--lid-from-phones", action="store_true", help="start each leave-one-out LID from the encoder "
+                   "of that target's phone recognizer (needs --phone-config)")
+    e.add_argument("--jobs", type=int, default=1, help="leave-one-out models trained at once (a process each; set "
+                   "their train.threads so that jobs x threads fits the cores)")
     e.add_argument("--baselines", default="char,ipa,typology", help="comma list of char, ipa, typology; or none")
     e.add_argument("--k", type=int, default=3, help="NDCG cut-off")
     e.add_argument("--n-perm", type=int, default=10000, help="random rankings for the permutation p-values")

@@ -233,6 +233,9 @@ class LIDConfig:
     #   languages (decides an utterance's language; its embeddings compare languages); 0 = frame head only
     frame_weight: float = 0.5  # weight of the frame-level cross-entropy (the frame posteriors that the reference
     #   ranking averages) beside the utterance-level one
+    init_from: str | None = None  # an ASR checkpoint (e.g. a multilingual phone recognizer) whose encoder starts
+    #   the LID (the heads are new): phonetic features make language ID learn in far fewer steps; it must not
+    #   have heard a language the LID is to treat as new. None = random initialization
     crop_seconds: float = 3.0  # train on random windows of at most this long (a new window every epoch), in
     #   batches that mix the languages evenly; 0 = whole utterances in length-sorted batches (which group
     #   languages of similar utterance lengths together, a batch of one language at a time)

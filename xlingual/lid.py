@@ -77,7 +77,7 @@ def train_lid(cfg: LIDConfig) -> Path:
     Each language contributes its train split within cfg.train_hours (the same nested subset ASR budgets use);
     with cfg.oversample, smaller languages are repeated so that each weighs about equally. Selection by
     cfg.select on the dev splits. Resumable; a finished run with the same key is reused.
-    Outputs in cfg.out_dir: the run's files (runs.execute) and decode_dev/: report.json (accuracy of the
+    Outputs in cfg.out_dir: the run's files (runs.execute) and decode_{dev,test}/: report.json (accuracy of the
     utterance decision and of the mean frame posterior, per-language accuracy, confusion matrix),
     confusion.csv (rows: true, columns: predicted).
     """
@@ -85,7 +85,7 @@ def train_lid(cfg: LIDConfig) -> Path:
     if cfg.select not in SELECT:
         raise ValueError(f"LIDConfig.select must be one of {sorted(SELECT)}, not {cfg.select!r}")
     prepare_corpus(cfg.corpus, list(cfg.languages), cfg.train.progress)
-    execute(lid_spec(cfg), cfg.out_dir, splits=("dev",))
+    execute(lid_spec(cfg), cfg.out_dir, splits=("dev", "test"))  # test: held-out voices never used to select
     return Path(cfg.out_dir) / "best.pt"
 
 
@@ -118,12 +118,37 @@ def setup_lid(spec: RunSpec, data: dict, out_dir: Path) -> Setup:
     examples = [e for group in itertools.zip_longest(*per_language) for e in group if e is not None]
     model = new_model(spec.model, features, len(languages), store, [u.id for u in train], spec.train.seed,
                       embed_dim=cfg.embed_dim)
+    if cfg.init_from:
+        init_encoder(model, cfg.init_from, features)
     hours = {lang: round(total_hours(data[lang]["train"]), 4) for lang in languages}
     meta = model_meta(model, "lid", features, languages=languages, train_hours_used=hours, repeats=repeats,
                       config=to_dict(cfg))
     loss = lid_loss(cfg.frame_weight)
     return Setup(model, examples, store, make_lid_evaluator(dev_store, dev, label, loss),
                  (cfg.select, SELECT[cfg.select]), meta, features, loss=loss)
+
+
+def init_encoder(model: AcousticModel, checkpoint: str | Path, features: FeatureConfig) -> None:
+    """Copy the encoder (CMVN, frontend, conformer layers) of an ASR checkpoint into `model`; its heads stay new.
+
+    Raises:
+        ValueError: the checkpoint computes other features or has another encoder shape.
+    """
+    from .checkpoint import load_model
+    from .transfer import check_features
+
+    asr, _, meta = load_model(checkpoint, task="asr")
+    check_features(meta.get("features") or {}, features, str(checkpoint))
+    mine = {"d_model", "n_heads", "ffn_dim", "n_layers", "conv_kernel", "subsample_channels", "n_mels"}
+    diff = {k: (getattr(asr.dims, k), getattr(model.dims, k)) for k in mine
+            if getattr(asr.dims, k) != getattr(model.dims, k)}
+    if diff:
+        raise ValueError(f"lid init_from {checkpoint}: its encoder differs from the LID's model config "
+                         f"({', '.join(f'{k}: checkpoint {a} vs LID {b}' for k, (a, b) in diff.items())}); use the "
+                         f"same model settings")
+    encoder = {k: v for k, v in asr.state_dict().items() if not k.startswith(("head.", "adapters.", "input_net."))}
+    missing, unexpected = model.load_state_dict(encoder, strict=False)
+    assert not unexpected, unexpected
 
 
 def lid_loss(frame_weight: float):

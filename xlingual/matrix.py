@@ -323,6 +323,15 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
     cells = plan_cells(cfg)
     write_plan(out, cfg, cells, reuse_code)
     status = {name: cell_status(out, c, reuse_code)[0] for name, c in cells.items()}
+    # a finished source whose checkpoint is gone (results restored on another machine: checkpoints are not
+    # archived) is trained again for the adaptation runs still to do; training is deterministic, so its results
+    # stay what they were
+    for c in cells.values():
+        src = c.source_cell
+        if status[c.name] != "done" and src and status[src.name] == "done" and \
+                not (out / src.name / "best.pt").is_file():
+            (out / src.name / RESULTS_FILE).unlink(missing_ok=True)
+            status[src.name] = "partial"
     pending = [c for c in cells.values() if status[c.name] != "done"]
     skipped = [n for n, s in status.items() if s == "done"]
     if progress:

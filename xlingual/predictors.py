@@ -50,27 +50,44 @@ def lid_scores(lid_ckpt: str | Path, targets: dict[str, list[Utterance]], level:
     return m.table(level), m
 
 
-def loo_config(cfg: LIDConfig, target: str, root: str | Path | None = None) -> LIDConfig:
-    """The LID configuration without `target` (out_dir: <root or cfg.out_dir/loo>/without_<target>)."""
+def loo_config(cfg: LIDConfig, target: str, root: str | Path | None = None,
+               init_from: str | Path | None = None) -> LIDConfig:
+    """The LID configuration without `target` (out_dir: <root or cfg.out_dir/loo>/without_<target>); init_from:
+    an encoder that never heard the target either (that fold's phone recognizer)."""
     if target not in cfg.languages:
-        return cfg
+        return cfg if init_from is None else replace(cfg, init_from=str(init_from))
     langs = [x for x in cfg.languages if x != target]
     root = Path(root) if root is not None else Path(cfg.out_dir) / "loo"
-    return replace(cfg, languages=langs, out_dir=str(root / f"without_{target}"))
+    return replace(cfg, languages=langs, out_dir=str(root / f"without_{target}"),
+                   init_from=str(init_from) if init_from is not None else cfg.init_from)
 
 
-def train_loo_lids(cfg: LIDConfig, targets: list[str], root: str | Path | None = None) -> dict[str, Path]:
+def train_loo_lids(cfg: LIDConfig, targets: list[str], root: str | Path | None = None,
+                   init_from: dict[str, Path] | None = None, jobs: int = 1) -> dict[str, Path]:
     """One LID per target, trained without it (cached: a finished model is reused); target -> best.pt.
 
     A target that is not among cfg.languages is already new to cfg's LID, which is trained (or reused) as is.
+    init_from: per target, the encoder to start from (must not have heard the target). jobs: folds trained at
+    once, each in its own process (set cfg.train.threads so that jobs x threads fits the cores).
     """
-    out = {}
+    configs = {}
     for t in targets:
-        sub = loo_config(cfg, t, root)
+        sub = loo_config(cfg, t, root, (init_from or {}).get(t))
         if len(sub.languages) < 2:
             raise ValueError(f"leaving {t!r} out leaves fewer than 2 LID languages: {sub.languages}")
-        out[t] = train_lid(sub)
-    return out
+        configs[t] = sub
+    return dict(zip(configs, _in_processes(train_lid, list(configs.values()), jobs)))
+
+
+def _in_processes(fn, args: list, jobs: int) -> list:
+    """[fn(a) for a in args], in up to `jobs` worker processes (spawned: a clean torch in each)."""
+    if jobs <= 1 or len(args) <= 1:
+        return [fn(a) for a in args]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(fn, args))
 
 
 def loo_scores(ckpts: dict[str, str | Path], targets: dict[str, list[Utterance]], level: str = "frame",
@@ -139,21 +156,27 @@ def phone_recognizer_spec(cfg: PhonotacticConfig, languages: list[str]):
                    decode=cfg.decode)
 
 
-def train_loo_phone_recognizers(cfg: PhonotacticConfig, languages: list[str], targets: list[str]) -> dict[str, Path]:
+def train_loo_phone_recognizers(cfg: PhonotacticConfig, languages: list[str], targets: list[str],
+                                jobs: int = 1) -> dict[str, Path]:
     """One recognizer per target on the other `languages` (cached runs under cfg.out_dir/without_<t>); -> best.pt.
 
     A recognizer that did not learn is no evidence: the target is then left without phonotactic scores.
+    jobs: recognizers trained at once, each in its own process.
     """
-    from .runs import execute, prepare_corpus
+    from .runs import prepare_corpus
 
     prepare_corpus(cfg.corpus, languages, cfg.train.progress)
-    out = {}
-    for t in targets:
-        folder = Path(cfg.out_dir) / f"without_{t}"
-        res = execute(phone_recognizer_spec(cfg, [x for x in languages if x != t]), folder, splits=())
-        if res["learned"]:
-            out[t] = folder / "best.pt"
-    return out
+    jobs_args = [(phone_recognizer_spec(cfg, [x for x in languages if x != t]), Path(cfg.out_dir) / f"without_{t}")
+                 for t in targets]
+    results = _in_processes(_execute_quietly, jobs_args, jobs)
+    return {t: folder / "best.pt" for t, (_, folder), res in zip(targets, jobs_args, results) if res["learned"]}
+
+
+def _execute_quietly(args) -> dict:
+    from .runs import execute
+
+    spec, folder = args
+    return execute(spec, folder, splits=())
 
 
 def phone_ngrams(ckpt: str | Path, utts: list[Utterance], order: int, cache_dir: str | Path) -> list[Counter]:

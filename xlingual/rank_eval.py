@@ -99,13 +99,16 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
                   phone_cfg: PhonotacticConfig | None = None,
                   baselines: tuple[str, ...] = ("char", "ipa", "typology"), k: int = 3, n_perm: int = 10000,
                   level: str = "frame", max_hours: float | None = None, source_split: str = "dev",
-                  cache_dir: str | Path | None = None, device: str | None = None) -> dict:
+                  cache_dir: str | Path | None = None, device: str | None = None, jobs: int = 1,
+                  lid_from_phones: bool = False) -> dict:
     """Evaluate every predictor that the arguments allow against `oracle` (matrix_oracle or csv_oracle).
 
     Target speech: data_dir/<target>/<split>.jsonl (text optional); the sources' own speech (embeddings,
     phonotactics): data_dir/<source>/<source_split>.jsonl; transcripts for the inventory baselines:
     data_dir/<lang>/train.jsonl. lid_ckpt: an LID over the sources (in-set setting); loo_cfg: train (cached) one
     LID per target without it; phone_cfg: train (cached) one phone recognizer per target without it.
+    jobs: leave-one-out models trained at once (a process each). lid_from_phones: each target's LID starts from
+    the encoder of that target's phone recognizer (which never heard it either).
     """
     data_dir, out = Path(data_dir), Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else data_dir / ".features"
@@ -115,7 +118,7 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
     speech = {t: _speech(data_dir / t / f"{split}.jsonl", max_hours) for t in targets}
     source_speech = {s: _speech(data_dir / s / f"{source_split}.jsonl", max_hours) for s in sources
                      if (data_dir / s / f"{source_split}.jsonl").is_file()}
-    timings, notes = {}, []
+    timings, notes, results_extra = {}, [], {}
     scores: dict[str, dict[str, dict]] = {"in_set": {}, "loo": {}, "baselines": {}}
     lid_languages = None
     if not targets:
@@ -133,20 +136,10 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
         timings["lid_in_set_s"] = round(time.perf_counter() - t0, 2)
         if not in_set:
             notes.append(f"no target is among the LID languages {lid_languages}: the in-set setting is empty")
-    if loo_cfg is not None:
-        t0 = time.perf_counter()
-        ckpts = train_loo_lids(loo_cfg, targets)
-        timings["loo_lid_training_s"] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
-        scores["loo"].update(loo_lid_predictors(ckpts, speech, source_speech, cache, device))
-        timings["loo_lid_scoring_s"] = round(time.perf_counter() - t0, 2)
-        write_json(out / "loo_scores.json", {"checkpoints": {t: str(p) for t, p in ckpts.items()},
-                                             "scores": scores["loo"]})
-        plot_ranking_scores(scores["loo"]["lid_frame"], out / "loo_scores.png",
-                            "Leave-one-out LID average posteriors (frame mean)")
+    recognizers = {}
     if phone_cfg is not None:
         t0 = time.perf_counter()
-        recognizers = train_loo_phone_recognizers(phone_cfg, sources, targets)
+        recognizers = train_loo_phone_recognizers(phone_cfg, sources, targets, jobs)
         missing = sorted(set(targets) - set(recognizers))
         if missing:
             notes.append(f"phonotactic: the recognizer without {', '.join(missing)} did not learn; no scores there")
@@ -155,6 +148,20 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
         scores["loo"]["phonotactic"] = phonotactic_scores(recognizers, speech, source_speech, phone_cfg.order,
                                                           cache)
         timings["phonotactic_scoring_s"] = round(time.perf_counter() - t0, 2)
+    if loo_cfg is not None:
+        t0 = time.perf_counter()
+        if lid_from_phones and not recognizers:
+            raise ValueError("lid_from_phones needs the phone recognizers (a phone config)")
+        ckpts = train_loo_lids(loo_cfg, targets, init_from=recognizers if lid_from_phones else None, jobs=jobs)
+        timings["loo_lid_training_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        scores["loo"].update(loo_lid_predictors(ckpts, speech, source_speech, cache, device))
+        timings["loo_lid_scoring_s"] = round(time.perf_counter() - t0, 2)
+        write_json(out / "loo_scores.json", {"checkpoints": {t: str(p) for t, p in ckpts.items()},
+                                             "scores": scores["loo"]})
+        plot_ranking_scores(scores["loo"]["lid_frame"], out / "loo_scores.png",
+                            "Leave-one-out LID average posteriors (frame mean)")
+        results_extra["loo_lid_test_accuracy"] = _loo_accuracy(ckpts)
     parts = [scores["loo"][p] for p in COMBINED if scores["loo"].get(p)]
     if len(parts) >= 2:
         scores["loo"]["combined"] = combine(parts)
@@ -174,13 +181,23 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
     results = {"metric": oracle["metric"], "targets": targets, "sources": sources, "split": split,
                "data_dir": str(data_dir), "k": k, "n_permutations": n_perm, "lid_checkpoint": str(lid_ckpt),
                "lid_languages": lid_languages, "oracle": _oracle_summary(oracle), "evaluations": evaluations,
-               "best_baseline": best_base, "timings": timings, "notes": notes}
+               "best_baseline": best_base, "timings": timings, "notes": notes, **results_extra}
     write_json(out / "oracle.json", _jsonable(oracle))
     write_json(out / "ranking_eval.json", _jsonable(results))
     write_text(out / "ranking_eval.md", evaluation_markdown(results))
     for (setting, name), ev in _each(results):
         write_text(out / f"ranking_{setting}_{name}.csv", _rows_csv(ev, k, oracle["metric"]))
     return results
+
+
+def _loo_accuracy(ckpts: dict[str, Path]) -> dict[str, float]:
+    """Each leave-one-out LID's test accuracy on its own languages (held-out voices), from its results.json."""
+    out = {}
+    for t, ckpt in ckpts.items():
+        res = Path(ckpt).parent / "results.json"
+        if res.is_file() and "test" in read_json(res):
+            out[t] = read_json(res)["test"]["accuracy"]
+    return out
 
 
 def _speech(path: Path, max_hours: float | None):

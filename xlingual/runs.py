@@ -12,7 +12,7 @@ Output folder of a run:
     run.json              the spec, its keys and the code version (written first)
     tokenizer.json        the unit set (ASR; fixed at the first start, reloaded on resume)
     best.pt, last.pt, train_log.jsonl, done.json      the training loop's files (train.fit)
-    decode_<split>/       hyp.txt, ref.txt, errors.jsonl, summary.json (ASR); dev_report.json (LID)
+    decode_<split>/       hyp.txt, ref.txt, errors.jsonl, summary.json (ASR); report.json, confusion.csv (LID)
     results.json          one shape for every run (see `execute`), written last
 """
 
@@ -157,6 +157,9 @@ def config_dict(spec: RunSpec, source_id: str | None = None) -> dict:
     if d["lid"] is not None:
         for k in ("out_dir", "corpus", "features", "model", "train", "languages", "train_hours", "dev_hours"):
             d["lid"].pop(k)  # the spec's own fields
+        if spec.lid.init_from:  # the starting weights are what count, not where they lie
+            d["lid"]["init_from"] = file_digest(spec.lid.init_from) if Path(spec.lid.init_from).is_file() else \
+                spec.lid.init_from
     if source_id is not None:
         d["source"] = source_id
     elif spec.source:

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The source-ranking benchmark on the embedded corpus: 13 languages of 4 families, their full pretrain x adapt
+# matrix (the oracle), an LID over all of them, and every predictor evaluated leave-one-out against the matrix.
+# Every stage is cached and resumable: re-running skips what is finished.
+#   1 matrix    the corpus (13 languages, eSpeak NG + CLDR words), then the 13 x 13 pretrain x adapt matrix and
+#               3-seed from-scratch baselines (benchmark.yaml; about 2 h on 2 cores)
+#   2 lid       the LID over the 13 languages: accuracy and confusion on held-out voices (benchmark_lid.yaml)
+#   3 rank      every predictor against the CER matrix: in-set LID; leave-one-out LID posterior, pooled posterior,
+#               embedding similarity, phonotactics (benchmark_phones.yaml) and their combination; baselines
+#   4 control   the same on the control corpus without shared word forms (stages 1-3 with corpus.exclude_shared)
+#   5 collect   copy what was measured (no checkpoints) into results/ranking_benchmark/ (recipes/synthetic/collect.py;
+#               `collect.py restore` puts it back into exp/ on a fresh machine: finished runs are then not redone)
+# Usage: recipes/synthetic/benchmark.sh [--stage N] [--stop-stage M] [--jobs N] [--dry-run]
+set -euo pipefail
+stage=1; stop_stage=5; jobs=2; dry=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) stage=$2; shift 2;; --stop-stage) stop_stage=$2; shift 2;; --jobs) jobs=$2; shift 2;;
+    --dry-run) dry=1; shift;;
+    *) echo "unknown option $1" >&2; exit 1;;
+  esac
+done
+here=$(dirname "$0")
+run() { echo "+ $*"; [ -n "$dry" ] || "$@"; }
+langs="bn as hi ne mr ur tr az kk uz ta te th"
+results=results/ranking_benchmark
+
+# one pass of stages 1-3 on a corpus: $1 = name (benchmark, benchmark_control), the rest = extra --set overrides
+pass() {
+  local name=$1; shift
+  local sets=() s
+  for s in "$@"; do sets+=(--set "$s"); done
+  local phone_sets=()
+  for s in "$@"; do phone_sets+=(--phone-set "$s"); done
+  if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+    run xlingual matrix "$here/benchmark.yaml" --jobs "$jobs" --set "out_dir=exp/$name" "${sets[@]}"
+  fi
+  if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+    run xlingual lid train "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" "${sets[@]}"
+  fi
+  if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+    run xlingual rank-eval --matrix "exp/$name" --metric cer --lid "exp/${name}_lid/best.pt" \
+        --loo-config "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" "${sets[@]}" \
+        --phone-config "$here/benchmark_phones.yaml" --phone-set "out_dir=exp/${name}_phones" "${phone_sets[@]}" \
+        --data "$corpus_dir" \
+        --out "exp/$name/ranking"
+  fi
+}
+
+corpus_dir=data/benchmark pass benchmark
+if [ "$stop_stage" -ge 4 ]; then
+  shared=$(echo $langs | tr ' ' ',')
+  corpus_dir=data/benchmark_control pass benchmark_control "corpus.dir=data/benchmark_control" \
+      "corpus.exclude_shared=[$shared]"
+fi
+if [ "$stop_stage" -ge 5 ]; then  # what was measured (no checkpoints): reports, every run's results, the ranking
+  for name in benchmark benchmark_control; do
+    for part in "" _lid _phones; do
+      [ -d "exp/$name$part" ] && run python "$here/collect.py" save "exp/$name$part" "$results/$name$part"
+    done
+  done
+fi
