@@ -158,6 +158,40 @@ def test_every_shipped_recipe_loads(path):
     load_config(cls, ROOT / path)
 
 
+# ------------------------------------------------------------------------------ numbers as people write them
+
+# YAML 1.1 (PyYAML) reads an exponent without a dot ("1e-3") as a string; a float field takes it as the number.
+@pytest.mark.parametrize("text, expected", [
+    ("1e-3", 1e-3), ("3E-4", 3e-4), ("1.5e+2", 150.0), (".5", 0.5), ("2", 2.0), ("1e3", 1000.0), ("5.", 5.0),
+    ("2.5e-03", 2.5e-3), ("+1e-2", 1e-2),
+    ('"1e-3"', 1e-3),  # quoted: the field says it is a number, so a quoted number is one too
+])
+def test_float_fields_take_numbers_as_written(tmp_path, text, expected):
+    assert load_config(RecipeConfig, None, [f"train.lr={text}"]).train.lr == pytest.approx(expected)
+    p = tmp_path / "r.yaml"
+    negative = "-" + text.strip('"+')
+    p.write_text(f"train:\n  lr: {text}\n  betas: [{text}, 0.98]\ncorpus:\n  noise_snr: {negative}\n")
+    cfg = load_config(RecipeConfig, p)
+    assert cfg.train.lr == pytest.approx(expected) and isinstance(cfg.train.lr, float)
+    assert cfg.train.betas[0] == pytest.approx(expected) and cfg.corpus.noise_snr == pytest.approx(-expected)
+
+
+@pytest.mark.parametrize("text", ["fast", "1e", "e3", "1,5", "0x10", "1_000", "nan", "inf", "1e-3s", "", "1 e3"])
+def test_float_fields_still_refuse_what_is_not_a_number(text):
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(RecipeConfig, None, [f"train.lr='{text}'"])
+
+
+@pytest.mark.parametrize("override", ["train.epochs=1e3", "train.epochs='5'", "language=1e3"])
+def test_only_float_fields_take_number_strings(override):
+    """An int field stays strict (1e3 is not written as an integer), and a str field keeps its string."""
+    if override.startswith("language"):
+        assert load_config(RecipeConfig, None, [override]).language == "1e3"
+        return
+    with pytest.raises(ConfigError, match="train.epochs.*expected int"):
+        load_config(RecipeConfig, None, [override])
+
+
 def test_an_unknown_key_from_a_set_names_the_set():
     with pytest.raises(ConfigError, match=r"^--set trian\.epochs=1: trian: unknown key; valid keys"):
         load_config(RecipeConfig, None, ["trian.epochs=1"])

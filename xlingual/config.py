@@ -3,12 +3,18 @@
 Loading is strict: an unknown key, a value of the wrong type, or a value outside the field's allowed range
 (config_checks.RULES) is an error naming the file (or the `--set` override) and the key, so a typo in a recipe
 never silently falls back to a default, and a bad value never reaches training.
+
+A float field takes a number in any spelling Python's float() reads as a decimal, also when YAML delivers it as a
+string: PyYAML follows YAML 1.1, where `1e-3` and `3E-4` (an exponent without a dot) are strings, not floats.
+Quoted numbers ("1e-3") are accepted the same way, since the field says it holds a number; words, `nan`, `inf`
+and other notations (0x10, 1_000) stay errors. Integer and string fields are not converted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +40,9 @@ class ConfigError(ValueError):
 def _error(where: str, detail: str) -> ConfigError:
     return ConfigError(f"{where}: {detail}", key=where, rest=f": {detail}")
 
+
+# a decimal number as people write it: 2, -1.5, .5, 5., 1e-3, 3E-4, 1.5e+2 (no nan/inf, hex or underscores)
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
@@ -161,6 +170,8 @@ def _check_type(value, tp, where: str):
     if tp is typing.Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _DECIMAL.fullmatch(value):  # YAML 1.1 left "1e-3" a string
         return float(value)
     if tp in (int, float) and isinstance(value, bool):
         raise _error(where, f"expected {tp.__name__}, got {value!r}")
