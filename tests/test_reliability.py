@@ -401,8 +401,56 @@ def test_real_file_size_limit(tmp_path):
 
 def test_output_folder_that_is_a_file(tmp_path):
     (tmp_path / "exp").write_text("not a folder")
-    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'exp' / 'results.json'}"):
+    with pytest.raises(WriteError) as e:
         write_json(tmp_path / "exp" / "results.json", {})
+    assert str(e.value) == (f"cannot write {tmp_path / 'exp' / 'results.json'}: {tmp_path / 'exp'} is a file, not a "
+                            f"folder; remove or rename that file, or choose another output folder")
+
+
+@pytest.mark.parametrize("blocked", ["exp", "exp/sub"])  # the folder itself is a file, or a folder above it is
+def test_locked_output_folder_that_is_a_file(tmp_path, blocked):
+    from xlingual.fileio import exclusive_lock
+
+    (tmp_path / "exp").write_text("not a folder")
+    with pytest.raises(WriteError) as e:
+        with exclusive_lock(tmp_path / blocked):
+            pass
+    assert e.value.errno == errno.ENOTDIR and str(e.value) == (
+        f"cannot use {tmp_path / blocked} as an output folder: {tmp_path / 'exp'} is a file, not a folder; remove "
+        f"or rename that file, or choose another output folder")
+
+
+def test_cli_out_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "exp").write_text("not a folder")
+    assert main(["recipe", "--set", f"out_dir={tmp_path / 'exp'}", "--set", "corpus.kind=manifests"]) == 2
+    one_clear_line(capsys.readouterr().err, f"xlingual recipe: error: cannot use {tmp_path / 'exp'} as an output "
+                   f"folder: {tmp_path / 'exp'} is a file, not a folder; remove or rename that file")
+    assert (tmp_path / "exp").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["decode", "ckpt.pt", "m.jsonl", "--out", "{f}"], "--out"),
+    (["decode", "ckpt.pt", "m.jsonl", "--out", "{f}/sub"], "--out"),
+    (["lid", "score", "lid.pt", "m.jsonl", "--out", "{f}"], "--out"),
+    (["lid", "score", "lid.pt", "m.jsonl", "--out", "out", "--cache-dir", "{f}"], "--cache-dir"),
+    (["rank", "--lid", "lid.pt", "--target", "m.jsonl", "--cache-dir", "{f}"], "--cache-dir"),
+    (["rank", "--lid", "lid.pt", "--target", "m.jsonl", "--cache-dir", "{f}/features"], "--cache-dir"),
+    (["lid", "select", "lid.pt", "--pool", "m.jsonl", "--hours", "1", "--out", "{f}/sel.jsonl"], "--out"),
+    (["prepare", "audiodir", "wavs", "--out", "{f}", "--language", "bn"], "--out"),
+    (["rank-eval", "--wer-matrix", "w.csv", "--out", "{f}"], "--out"),
+    (["adapt", "src.pt", "--language", "bn", "--out", "{f}"], "--out"),
+])
+def test_cli_output_paths_that_are_files_are_one_line(tmp_path, capsys, monkeypatch, args, flag):
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "taken"
+    f.write_text("a file")
+    args = [a.replace("{f}", str(f)) for a in args]
+    verb = args[0]
+    assert main(args) == 2
+    path = args[args.index(flag) + 1]
+    one_clear_line(capsys.readouterr().err, f"xlingual {verb}: error: {flag} {path}: ", f"{f} is a file, not a "
+                   "folder; remove or rename that file, or choose another")
+    assert f.read_text() == "a file"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; simulated above (EACCES)")
