@@ -130,6 +130,9 @@ class RecipeConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode_last: bool = False  # also decode last.pt (the final weights, where best.pt is the epoch that dev
+    #   selected) into decode_last_<split>/ and print it: shows whether selection or more epochs would change
+    #   the result. Not part of the run: results.json and the run key stay best.pt's
 
 
 def _check_type(value, tp, where: str):
