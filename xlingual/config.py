@@ -4,8 +4,8 @@ Loading is strict: an unknown key, a value of the wrong type, or a value outside
 (config_checks.RULES) is an error naming the file (or the `--set` override) and the key, so a typo in a recipe
 never silently falls back to a default, and a bad value never reaches training.
 
-A float field takes a number in any spelling Python's float() reads as a decimal, also when YAML delivers it as a
-string: PyYAML follows YAML 1.1, where `1e-3` and `3E-4` (an exponent without a dot) are strings, not floats.
+A float field takes a decimal number in any usual spelling (2, .5, 1e-3, 3E-4, 1.5e+2), also when YAML delivers it
+as a string: PyYAML follows YAML 1.1, where `1e-3` and `3E-4` (an exponent without a dot) are strings, not floats.
 Quoted numbers ("1e-3") are accepted the same way, since the field says it holds a number; words, `nan`, `inf`
 and other notations (0x10, 1_000) stay errors. Integer and string fields are not converted.
 """
@@ -254,8 +254,7 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
             raise ConfigError(f"{path}: expected a mapping at the top level")
     set_keys = []  # (override, its key path) in order: the last one that set a key is the one that counts
     for o in overrides:
-        delta = parse_override(o)
-        data = merge(data, delta)
+        data = merge(data, parse_override(o))
         set_keys.append((o, o.split("=", 1)[0].strip()))
     try:
         return from_dict(cls, data, where)
