@@ -2,6 +2,7 @@
 
 import json
 
+from helpers import write_tiny_corpus
 from xlingual.cli import main
 
 TINY = ["corpus.train_hours=0.01", "corpus.dev_hours=0.003", "corpus.test_hours=0.003", "train.epochs=2",
@@ -38,3 +39,27 @@ def test_recipe_config_errors_are_clear(tmp_path, capsys):
     bad.write_text("trian: {epochs: 1}\n")
     assert main(["recipe", str(bad)]) == 2
     assert "unknown key(s) ['trian']" in capsys.readouterr().err
+
+
+def test_recipe_decodes_last_pt_too_when_asked(tmp_path, capsys):
+    """decode_last=true: last.pt (the final weights, not the selected ones) is decoded into decode_last_<split>/ and
+    printed beside the results; results.json stays the best checkpoint's, and the run is the same run."""
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    out = tmp_path / "exp"
+    sets = [f"corpus.dir={corpus.dir}", "corpus.kind=manifests", f"out_dir={out}", "language=tr", "features.n_mels=40",
+            "train.epochs=2", "train.max_batch_seconds=3", "train.progress=false", "train.threads=1",
+            "train.device=cpu", "model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.ffn_dim=64",
+            "model.subsample_channels=8"]
+    args = ["recipe"] + [x for s in sets for x in ("--set", s)]
+    assert main(args) == 0
+    assert "last" not in json.loads(capsys.readouterr().out) and not list(out.glob("decode_last_*"))
+    stamp = (out / "best.pt").stat().st_mtime_ns
+    assert main(args + ["--set", "decode_last=true", "--stage", "2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (out / "best.pt").stat().st_mtime_ns == stamp  # the finished training is reused: the same run key
+    assert printed["last"]["checkpoint"] == str(out / "last.pt")
+    for split in ("dev", "test"):
+        summary = json.loads((out / f"decode_last_{split}" / "summary.json").read_text())
+        assert printed["last"][split] == {k: summary[k] for k in ("wer", "cer", "n_utts", "len_ratio")}
+        assert (out / f"decode_{split}" / "summary.json").is_file()  # best.pt's decodes stay where they were
+    assert "last" not in json.loads((out / "results.json").read_text())

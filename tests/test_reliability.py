@@ -12,8 +12,12 @@ import json
 import math
 import os
 import pathlib
+import pwd
 import resource
+import shutil
 import string
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from hypothesis import strategies as st
 from data_prep.commonvoice import read_commonvoice_tsv
 from data_prep.fleurs import FLEURS_COLUMNS, read_fleurs_tsv
 from data_prep.kaldi import read_kaldi_dir
-from helpers import FEATS, save_source, write_tiny_corpus
+from helpers import FEATS, ROOT, save_source, write_tiny_corpus
 from xlingual import train as train_mod
 from xlingual.checkpoint import load_model, model_meta
 from xlingual.runs import load_language
@@ -401,21 +405,144 @@ def test_real_file_size_limit(tmp_path):
 
 def test_output_folder_that_is_a_file(tmp_path):
     (tmp_path / "exp").write_text("not a folder")
-    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'exp' / 'results.json'}"):
+    with pytest.raises(WriteError) as e:
         write_json(tmp_path / "exp" / "results.json", {})
+    assert str(e.value) == (f"cannot write {tmp_path / 'exp' / 'results.json'}: {tmp_path / 'exp'} is a file, not a "
+                            f"folder; remove or rename that file, or choose another output folder")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; simulated above (EACCES)")
+@pytest.mark.parametrize("blocked", ["exp", "exp/sub"])  # the folder itself is a file, or a folder above it is
+def test_locked_output_folder_that_is_a_file(tmp_path, blocked):
+    from xlingual.fileio import exclusive_lock
+
+    (tmp_path / "exp").write_text("not a folder")
+    with pytest.raises(WriteError) as e:
+        with exclusive_lock(tmp_path / blocked):
+            pass
+    assert e.value.errno == errno.ENOTDIR and str(e.value) == (
+        f"cannot use {tmp_path / blocked} as an output folder: {tmp_path / 'exp'} is a file, not a folder; remove "
+        f"or rename that file, or choose another output folder")
+
+
+def test_cli_out_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "exp").write_text("not a folder")
+    assert main(["recipe", "--set", f"out_dir={tmp_path / 'exp'}", "--set", "corpus.kind=manifests"]) == 2
+    one_clear_line(capsys.readouterr().err, f"xlingual recipe: error: cannot use {tmp_path / 'exp'} as an output "
+                   f"folder: {tmp_path / 'exp'} is a file, not a folder; remove or rename that file")
+    assert (tmp_path / "exp").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["decode", "ckpt.pt", "m.jsonl", "--out", "{f}"], "--out"),
+    (["decode", "ckpt.pt", "m.jsonl", "--out", "{f}/sub"], "--out"),
+    (["lid", "score", "lid.pt", "m.jsonl", "--out", "{f}"], "--out"),
+    (["lid", "score", "lid.pt", "m.jsonl", "--out", "out", "--cache-dir", "{f}"], "--cache-dir"),
+    (["rank", "--lid", "lid.pt", "--target", "m.jsonl", "--cache-dir", "{f}"], "--cache-dir"),
+    (["rank", "--lid", "lid.pt", "--target", "m.jsonl", "--cache-dir", "{f}/features"], "--cache-dir"),
+    (["lid", "select", "lid.pt", "--pool", "m.jsonl", "--hours", "1", "--out", "{f}/sel.jsonl"], "--out"),
+    (["prepare", "audiodir", "wavs", "--out", "{f}", "--language", "bn"], "--out"),
+    (["rank-eval", "--wer-matrix", "w.csv", "--out", "{f}"], "--out"),
+    (["adapt", "src.pt", "--language", "bn", "--out", "{f}"], "--out"),
+])
+def test_cli_output_paths_that_are_files_are_one_line(tmp_path, capsys, monkeypatch, args, flag):
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "taken"
+    f.write_text("a file")
+    args = [a.replace("{f}", str(f)) for a in args]
+    verb = args[0]
+    assert main(args) == 2
+    path = args[args.index(flag) + 1]
+    one_clear_line(capsys.readouterr().err, f"xlingual {verb}: error: {flag} {path}: ", f"{f} is a file, not a "
+                   "folder; remove or rename that file, or choose another")
+    assert f.read_text() == "a file"
+
+
+# run as another user: try to replace results.json in a folder, print what happened as JSON
+_WRITE_AS_USER = """
+import json, sys
+from xlingual.fileio import WriteError, write_json
+try:
+    write_json(sys.argv[1], {"v": 2})
+    print(json.dumps({"written": True}))
+except WriteError as e:
+    print(json.dumps({"errno": e.errno, "message": str(e)}))
+"""
+
+
+def _run_as(uid: int, gid: int, python: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python <args>` as user uid/gid (dropped in the child before exec), with this checkout first on the path."""
+    def drop():
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "HOME": str(cwd),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([python, *args], cwd=cwd, env=env, preexec_fn=drop, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _python_for(uid: int, gid: int, cwd: Path) -> tuple[str | None, list[str]]:
+    """(a Python that user uid can run this checkout's xlingual.fileio with, or None; why each candidate could not).
+
+    The tests' own Python first; then the system's python3: fileio needs only the standard library, and a virtual
+    environment's interpreter may lie under a folder only root can enter (pyenv in /root)."""
+    why = []
+    for python in dict.fromkeys([sys.executable, shutil.which("python3") or "", "/usr/bin/python3"]):
+        if not python:
+            continue
+        try:
+            probe = _run_as(uid, gid, python, ["-c", "import sys, xlingual.fileio; assert sys.version_info >= (3, 10)"],
+                            cwd)
+        except OSError as e:  # the interpreter itself cannot be run by that user
+            why.append(f"{python}: {e.strerror}")
+            continue
+        if probe.returncode == 0:
+            return python, why
+        why.append(f"{python}: " + (probe.stderr.strip().splitlines() or ["exit %d" % probe.returncode])[-1])
+    return None, why
+
+
 def test_read_only_output_folder(tmp_path):
-    folder = tmp_path / "exp"
-    write_json(folder / "results.json", {"v": 1})
-    folder.chmod(0o555)
+    """A real read-only folder (chmod 555), not a simulated EACCES. Root ignores mode bits, and CI runs as root: there
+    the write runs in a child process as the unprivileged user `nobody`, in a folder it owns, in a temporary folder
+    every user can reach (pytest's tmp_path lies under root's private folder)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "exp"
+        write_json(folder / "results.json", {"v": 1})
+        folder.chmod(0o555)
+        try:
+            with pytest.raises(WriteError, match="no permission"):
+                write_json(folder / "results.json", {"v": 2})
+        finally:
+            folder.chmod(0o755)
+        assert read_json(folder / "results.json") == {"v": 1}
+        return
     try:
-        with pytest.raises(WriteError, match="no permission"):
-            write_json(folder / "results.json", {"v": 2})
+        user = pwd.getpwnam("nobody")
+        uid, gid = user.pw_uid, user.pw_gid
+    except KeyError:
+        uid = gid = 65534
+    top = Path(tempfile.mkdtemp(prefix="xl-readonly-"))
+    try:
+        top.chmod(0o755)
+        python, why = _python_for(uid, gid, top)
+        if python is None:  # e.g. the checkout lies under a folder only root may enter
+            pytest.skip(f"user {uid} can run no Python with {ROOT} on its path: {'; '.join(why)}")
+        folder = top / "exp"
+        write_json(folder / "results.json", {"v": 1})
+        for p in (folder, folder / "results.json"):
+            os.chown(p, uid, gid)  # the user's own folder: only its mode bits stop the write
+        folder.chmod(0o555)
+        run = _run_as(uid, gid, python, ["-c", _WRITE_AS_USER, str(folder / "results.json")], top)
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout)
+        assert out.get("errno") == errno.EACCES, out
+        assert out["message"] == (f"cannot write {folder / 'results.json'}: Permission denied; no permission to "
+                                  f"write there; fix the folder's permissions or choose another output folder")
+        assert read_json(folder / "results.json") == {"v": 1} and _no_tmp(folder)
     finally:
-        folder.chmod(0o755)
-    assert read_json(folder / "results.json") == {"v": 1}
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_disk_full_during_training_then_resume_is_bit_identical(tiny, tmp_path, monkeypatch):

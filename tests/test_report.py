@@ -222,3 +222,53 @@ def test_table_writers():
 def test_report_of_a_folder_without_a_plan(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a matrix folder"):
         write_report(tmp_path)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """name -> {"colorbar": its colorbar labels, "legend": legend texts, "ticks": x and y tick labels} of every
+    figure saved through report.save_figure (the one figure writer)."""
+    import xlingual.report as report_mod
+
+    seen, real = {}, report_mod.save_figure
+
+    def save(fig, path):
+        fig.canvas.draw()  # tick labels are filled in when drawn
+        main = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        seen[Path(path).name] = {
+            "colorbar": [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"],
+            "legend": [t.get_text() for ax in main if ax.get_legend() for t in ax.get_legend().get_texts()],
+            "ticks": [t.get_text() for ax in main for t in ax.get_xticklabels() + ax.get_yticklabels()]}
+        real(fig, path)
+
+    monkeypatch.setattr(report_mod, "save_figure", save)
+    return seen
+
+
+def test_every_colorbar_says_what_the_color_is_and_which_way_is_better(tmp_path, figures):
+    make_matrix(tmp_path)
+    write_report(tmp_path)
+    assert figures["wer_matrix.png"]["colorbar"] == ["test WER (%): lower is better"]
+    assert figures["cer_matrix.png"]["colorbar"] == ["test CER (%): lower is better"]
+    assert figures["gain_matrix.png"]["colorbar"] == ["WER reduction over no pre-training (%): higher is better"]
+
+
+def test_lid_heatmap_colorbar_and_language_names(tmp_path, figures):
+    from xlingual.lid_scores import ScoreMatrix, write_score_matrix
+
+    m = ScoreMatrix(rows=["bn", "tr"], columns=["bn", "tr"], frame=[[0.6, 0.4], [0.3, 0.7]],
+                    utterance=[[0.6, 0.4], [0.3, 0.7]], utterances=[2, 2], frames=[10, 10])
+    write_score_matrix(m, tmp_path)
+    fig = figures["lid_scores.png"]
+    assert fig["colorbar"] == ["average LID posterior: higher = more alike"]
+    assert set(fig["ticks"]) == {"Bangla (bn)", "Turkish (tr)"}  # as the matrix heatmaps, not bare codes
+
+
+def test_learning_curve_legends_name_languages_as_the_tables_do(tmp_path, figures):
+    make_matrix(tmp_path)
+    write_report(tmp_path)
+    assert figures["curves_bn.png"]["legend"] == ["no pre-training", "from Bangla (bn), same language",
+                                                  "from Turkish (tr)"]
+    assert figures["curves_tr.png"]["legend"] == ["no pre-training", "from Bangla (bn)",
+                                                  "from Turkish (tr), same language"]
+    assert set(figures["wer_matrix.png"]["ticks"]) == {"Bangla (bn)", "Turkish (tr)"}

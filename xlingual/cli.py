@@ -430,9 +430,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_output_paths(args) -> None:
+    """Refuse an --out or --cache-dir that a file stands in the way of, naming it, before any work is done (mkdir
+    deep inside would say only "File exists" or "Not a directory")."""
+    from pathlib import Path
+
+    from .fileio import not_a_folder
+
+    for attr, flag in (("out", "--out"), ("cache_dir", "--cache-dir")):
+        path = getattr(args, attr, None)
+        if not path:
+            continue
+        # `lid select --out` names the output manifest (a file): its folder is what must be a folder
+        folder = Path(path).parent if getattr(args, "lid_verb", None) == "select" and attr == "out" else Path(path)
+        why = not_a_folder(folder)
+        if why:
+            raise NotADirectoryError(f"{flag} {path}: {why}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_output_paths(args)
         args.func(args)
     except (ValueError, OSError, RuntimeError, KeyError) as e:
         # our errors carry file/line/utterance and the fix: show them without a traceback. OSError: a write

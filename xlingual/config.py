@@ -1,13 +1,20 @@
 """Typed configuration: dataclasses with defaults, YAML files as small deltas over them.
 
-Loading is strict: an unknown key, or a value of the wrong type, is an error naming the file and the key, so a
-typo in a recipe never silently falls back to a default.
+Loading is strict: an unknown key, a value of the wrong type, or a value outside the field's allowed range
+(config_checks.RULES) is an error naming the file (or the `--set` override) and the key, so a typo in a recipe
+never silently falls back to a default, and a bad value never reaches training.
+
+A float field takes a decimal number in any usual spelling (2, .5, 1e-3, 3E-4, 1.5e+2), also when YAML delivers it
+as a string: PyYAML follows YAML 1.1, where `1e-3` and `3E-4` (an exponent without a dot) are strings, not floats.
+Quoted numbers ("1e-3") are accepted the same way, since the field says it holds a number; words, `nan`, `inf`
+and other notations (0x10, 1_000) stay errors. Integer and string fields are not converted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,9 +22,27 @@ from pathlib import Path
 
 import yaml
 
+from . import config_checks
+
 
 class ConfigError(ValueError):
-    """A config file or override that does not fit the dataclasses below."""
+    """A config file or override that does not fit the dataclasses below.
+
+    key: where the error is, as the message begins (e.g. "r.yaml.train.epochs"); rest: the message after it.
+    load_config uses them to name the `--set` override that brought a bad value in, rather than the file.
+    """
+
+    def __init__(self, message: str, key: str | None = None, rest: str | None = None):
+        super().__init__(message)
+        self.key, self.rest = key, rest
+
+
+def _error(where: str, detail: str) -> ConfigError:
+    return ConfigError(f"{where}: {detail}", key=where, rest=f": {detail}")
+
+
+# a decimal number as people write it: 2, -1.5, .5, 5., 1e-3, 3E-4, 1.5e+2 (no nan/inf, hex or underscores)
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
@@ -105,6 +130,9 @@ class RecipeConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode_last: bool = False  # also decode last.pt (the final weights, where best.pt is the epoch that dev
+    #   selected) into decode_last_<split>/ and print it: shows whether selection or more epochs would change
+    #   the result. Not part of the run: results.json and the run key stay best.pt's
 
 
 def _check_type(value, tp, where: str):
@@ -120,48 +148,58 @@ def _check_type(value, tp, where: str):
             try:
                 return _check_type(value, arg, where)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: expected {tp}, got {value!r}")
+                errors.append(e)
+        raise errors[0] if errors else _error(where, f"expected {tp}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            raise _error(where, f"expected a mapping of {tp.__name__} fields, got {value!r}")
         return from_dict(tp, value, where)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _error(where, f"expected a list, got {value!r}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+                raise _error(where, f"expected {len(args)} items, got {len(value)}")
             return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else typing.Any
         out = [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _error(where, f"expected a mapping, got {value!r}")
         kt, vt = typing.get_args(tp) or (typing.Any, typing.Any)
         return {_check_type(k, kt, where): _check_type(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is typing.Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _DECIMAL.fullmatch(value):  # YAML 1.1 left "1e-3" a string
+        return float(value)
     if tp in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise _error(where, f"expected {tp.__name__}, got {value!r}")
     if not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise _error(where, f"expected {tp.__name__}, got {value!r}")
     return value
 
 
 def from_dict(cls, data: dict, where: str = "config"):
-    """Build dataclass `cls` from a (partial) mapping; unknown keys and wrong types are errors."""
+    """Build dataclass `cls` from a (partial) mapping; unknown keys, wrong types and values outside a field's
+    allowed range (config_checks.RULES) are ConfigErrors naming `<where>.<key>`."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}",
+                          key=f"{where}.{unknown[0]}", rest=f": unknown key; valid keys: {sorted(names)}")
     kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    problem = config_checks.first_problem(cls.__name__, obj)
+    if problem:
+        name, value, allowed = problem
+        rest = f"={value!r} is not allowed; it must be {allowed}"
+        raise ConfigError(f"{where}.{name}{rest}", key=f"{where}.{name}", rest=rest)
+    return obj
 
 
 def to_dict(cfg) -> dict:
@@ -214,9 +252,26 @@ def load_config(cls, path: str | os.PathLike | None = None, overrides: list[str]
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
+    set_keys = []  # (override, its key path) in order: the last one that set a key is the one that counts
     for o in overrides:
         data = merge(data, parse_override(o))
-    return from_dict(cls, data, where)
+        set_keys.append((o, o.split("=", 1)[0].strip()))
+    try:
+        return from_dict(cls, data, where)
+    except ConfigError as e:
+        raise _name_the_override(e, where, set_keys) from None
+
+
+def _name_the_override(e: ConfigError, where: str, set_keys: list[tuple[str, str]]) -> ConfigError:
+    """The error, naming `--set <override>` instead of the file where the bad key came from an override."""
+    if not e.key or not e.key.startswith(where + "."):
+        return e
+    key = e.key[len(where) + 1:]
+    for o, k in reversed(set_keys):  # the key itself, a section above it (`train={...}`), or an unknown key above
+        #   the override's (`trian.epochs=1`)
+        if key == k or key.startswith((k + ".", k + "[")) or k.startswith(key + "."):
+            return ConfigError(f"--set {o}: {key}{e.rest}", key=e.key, rest=e.rest)
+    return e
 
 
 @dataclass

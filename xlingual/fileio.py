@@ -49,9 +49,35 @@ class LockError(RuntimeError):
     """Another process is writing the same experiment folder."""
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The file that stops `folder` from being a folder: `folder` itself, or the nearest existing path above it,
+    when that is not a folder; None when the folder exists or can be created there.
+
+    mkdir's own errors name neither: "File exists" (the folder is a file) or "Not a directory" (a path above it is).
+    """
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if os.path.lexists(p):
+            return None if p.is_dir() else p
+    return None
+
+
+def _not_a_folder(blocker: Path) -> str:
+    return f"{blocker} is a file, not a folder; remove or rename that file, or choose another output folder"
+
+
+def not_a_folder(folder: str | os.PathLike) -> str | None:
+    """Why `folder` cannot be an output folder (a file is in the way), in words; None when it can be."""
+    blocker = file_in_the_way(folder)
+    return None if blocker is None else _not_a_folder(blocker)
+
+
 def _write_error(path: Path, e: OSError) -> WriteError:
     if isinstance(e, WriteError):
         return e
+    blocker = file_in_the_way(path.parent) if e.errno in (errno.ENOTDIR, errno.EEXIST) else None
+    if blocker is not None:
+        return WriteError(e.errno, f"cannot write {path}: {_not_a_folder(blocker)}")
     reason = e.strerror or str(e)
     return WriteError(e.errno, f"cannot write {path}: {reason}; {_HINTS.get(e.errno, 'fix the cause and re-run')}")
 
@@ -156,9 +182,12 @@ def exclusive_lock(folder: str | os.PathLike):
 
     Raises:
         LockError: another process holds the lock.
-        WriteError: the folder or its lock file cannot be created.
+        WriteError: the folder or its lock file cannot be created (ENOTDIR: a file is in the way, named).
     """
     folder = Path(folder)
+    why = not_a_folder(folder)
+    if why:  # checked on every rank: each would fail on its own, with mkdir's words
+        raise WriteError(errno.ENOTDIR, f"cannot use {folder} as an output folder: {why}")
     if fcntl is None or os.environ.get("RANK", "0") != "0":
         yield folder
         return

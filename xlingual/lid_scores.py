@@ -99,18 +99,25 @@ def matrix_csv(scores: ScoreMatrix, level: str = "frame") -> str:
     return buf.getvalue()
 
 
+POSTERIOR_COLORBAR = "average LID posterior: higher = more alike"  # what the color of an LID score heatmap is
+
+
 def plot_heatmap(matrix: list[list[float]], rows: list[str], columns: list[str], path: str | Path, title: str,
-                 xlabel: str, ylabel: str, fmt: str = "{:.2f}", cmap: str = "viridis") -> None:
+                 xlabel: str, ylabel: str, colorbar: str = POSTERIOR_COLORBAR, fmt: str = "{:.2f}",
+                 cmap: str = "viridis") -> None:
     """A labelled heatmap PNG with the value written in every cell; a language's own cell is outlined.
 
-    Drawn by report.heatmap, the one heatmap writer of the toolkit (non-finite values show as missing).
+    rows and columns are language codes, shown as report.language_label names them (as the matrix heatmaps do).
+    colorbar: what the color is and which way it points. Drawn by report.heatmap, the one heatmap writer of the
+    toolkit (non-finite values show as missing).
     """
-    from .report import Table, heatmap
+    from .report import Table, heatmap, language_label
 
     values = [[v if v is not None and math.isfinite(v) else None for v in row] for row in matrix]
     marked = {(i, j) for i, r in enumerate(rows) for j, c in enumerate(columns) if r == c}
-    heatmap(Table(Path(path).stem, title, f"{ylabel} \\ {xlabel}", list(columns), list(rows), values,
-                  marked=marked, fmt=fmt), Path(path), cmap=cmap)
+    heatmap(Table(Path(path).stem, title, f"{ylabel} \\ {xlabel}", [language_label(c) for c in columns],
+                  [language_label(r) for r in rows], values, marked=marked, fmt=fmt), Path(path), colorbar,
+            cmap=cmap)
 
 
 def write_score_matrix(scores: ScoreMatrix, out_dir: str | Path, name: str = "lid_scores") -> dict[str, Path]:

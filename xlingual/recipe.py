@@ -25,7 +25,8 @@ def run_recipe(cfg: RecipeConfig, stage: int = 0, stop_stage: int = len(STAGES) 
 
     Outputs in cfg.out_dir: config.yaml, run.json, tokenizer.json, best.pt/last.pt/train_log.jsonl/done.json,
     decode_{dev,test}/ files, results.json (runs.execute: WER/CER of dev and test at the best checkpoint, whether the
-    run learned, training time).
+    run learned, training time); with cfg.decode_last, decode_last_{dev,test}/ (last.pt decoded), returned under
+    "last" (not written into results.json, which stays the best checkpoint's).
     Raises:
         fileio.LockError: another run is writing cfg.out_dir.
     """
@@ -45,7 +46,25 @@ def run_recipe(cfg: RecipeConfig, stage: int = 0, stop_stage: int = len(STAGES) 
         return None
     if stage == 2 and not (out / "done.json").is_file():
         raise FileNotFoundError(f"{out}: no finished training run to score (run stage 1 first: --stage 1)")
-    return execute(spec, out, resume=resume, data=data, rescore=stage == 2)  # stage 2 asked for: score again
+    results = execute(spec, out, resume=resume, data=data, rescore=stage == 2)  # stage 2 asked for: score again
+    if cfg.decode_last:
+        results = {**results, "last": decode_last(spec, out, data)}
+    return results
+
+
+def decode_last(spec: RunSpec, out: Path, data: dict, splits: tuple[str, ...] = ("dev", "test")) -> dict:
+    """{"checkpoint": last.pt, split: {wer, cer, n_utts, len_ratio}}: the final weights decoded and scored as
+    best.pt is, into out/decode_last_<split>/. last.pt holds {"model", "meta", ...} like best.pt, so the same loader
+    reads it; a run stopped early (patience) has its last epoch there, not the selected one."""
+    from .asr import evaluate_asr
+
+    last = out / "last.pt"
+    if not last.is_file():
+        raise FileNotFoundError(f"{last} not found: decode_last needs the run's last checkpoint (train it first: "
+                                f"--stage 1), or set decode_last=false")
+    return {"checkpoint": str(last),
+            **{s: evaluate_asr(last, [u for lang in spec.languages for u in data[lang][s]], out / f"decode_last_{s}",
+                               spec.corpus, spec.decode) for s in splits}}
 
 
 def results_table(paths: list[str | Path]) -> str:

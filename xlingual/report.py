@@ -377,8 +377,12 @@ def _pyplot():
     return plt
 
 
-def heatmap(table: Table, path: Path, cmap: str = "viridis_r", diverging: bool = False) -> None:
-    """The table's numeric grid as a heatmap PNG, values written in the cells, marked cells outlined."""
+def heatmap(table: Table, path: Path, colorbar: str, cmap: str = "viridis_r", diverging: bool = False) -> None:
+    """The table's numeric grid as a heatmap PNG, values written in the cells, marked cells outlined.
+
+    colorbar: the colorbar's label, saying what the color is and which way is better ("test WER (%): lower is
+    better"); required, since a color scale alone does not say whether dark is good.
+    """
     import numpy as np
 
     plt = _pyplot()
@@ -402,7 +406,7 @@ def heatmap(table: Table, path: Path, cmap: str = "viridis_r", diverging: bool =
                     path_effects=_outline())
             if (i, j) in table.marked:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, label=colorbar)
     ax.set_title(table.title)
     fig.tight_layout()
     save_figure(fig, path)
@@ -429,18 +433,21 @@ def learning_curves(res: Results, out_dir: Path) -> list[Path]:
     paths = []
     rows = []
     for t in res.config["targets"]:
-        series = [("no pre-training", res.curve(table="baseline", target=t, budget="small"))]
+        # (CSV series name with codes, legend label with language_label as the tables and titles, points)
+        series = [("no pre-training", "no pre-training", res.curve(table="baseline", target=t, budget="small"))]
         for s in res.config["sources"]:
-            label = f"from {s}" + (" (same language)" if s == t else "")
-            series.append((label, res.curve(table="matrix", source=s, target=t)))
-        series = [(label, pts) for label, pts in series if pts]
-        rows += [(t, label, step, wer) for label, pts in series for step, wer in pts]
+            same = s == t
+            series.append((f"from {s}" + (" (same language)" if same else ""),
+                           f"from {language_label(s)}" + (", same language" if same else ""),
+                           res.curve(table="matrix", source=s, target=t)))
+        series = [x for x in series if x[2]]
+        rows += [(t, name, step, wer) for name, _, pts in series for step, wer in pts]
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        for label, pts in series:
+        for name, label, pts in series:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
-                    linestyle="--" if label == "no pre-training" else "-", label=label)
+                    linestyle="--" if name == "no pre-training" else "-", label=label)
         ax.set_xlabel("training step")
         ax.set_ylabel("dev WER (%)")
         ax.set_title(f"{language_label(t)}: {hours_label(res.config['target_hours'])} of training data")
@@ -494,11 +501,11 @@ def write_report(matrix_dir: str | Path) -> Path:
     tables = [t for t in tables if t is not None]
     for t in tables:
         t.write(out)
-    heatmap(wer, out / "wer_matrix.png")
-    heatmap(cer, out / "cer_matrix.png")
+    heatmap(wer, out / "wer_matrix.png", "test WER (%): lower is better")
+    heatmap(cer, out / "cer_matrix.png", "test CER (%): lower is better")
     heatmap(Table(gain.name, gain.title, gain.corner, gain.columns[:-1], gain.rows,
                   [row[:-1] for row in gain.values], marked=gain.marked, fmt=gain.fmt), out / "gain_matrix.png",
-            cmap="RdBu", diverging=True)
+            "WER reduction over no pre-training (%): higher is better", cmap="RdBu", diverging=True)
     figures = {"wer_matrix": ["wer_matrix.png"], "cer_matrix": ["cer_matrix.png"], "gain_matrix": ["gain_matrix.png"]}
     sweep = next((t for t in tables if t.name == "layer_sweep"), None)
     if sweep is not None:
