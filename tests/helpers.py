@@ -198,3 +198,32 @@ def build_learning_corpus(root: Path, languages=("tr", "bn", "th"), sizes=LEARN_
                                       speaker=variant, duration=round(len(wav) / SAMPLE_RATE, 4)))
             write_manifest(manifest, utts)
     return root
+
+
+# --- a hand-written matrix folder: a real plan (matrix.plan_cells) with made-up results --------------------------
+
+def fake_matrix(out: Path, sets: list[str], cer_of, n_utts: int = 60, learned=lambda cell: True) -> None:
+    """Plan the tiny matrix recipe with `sets` into `out` and write each run's results.json and
+    decode_test/errors.jsonl as if it had run: test CER cer_of(cell) (None: not run); per utterance of 20
+    characters, Poisson errors at that rate (seeded by the run's name), so close cells are within noise; WER = 2 x CER."""
+    import json
+
+    from xlingual.config import MatrixConfig, load_config
+    from xlingual.matrix import plan_cells, write_plan
+
+    cfg = load_config(MatrixConfig, TINY_YAML, [f"out_dir={out}", *sets])
+    cells = plan_cells(cfg)
+    write_plan(out, cfg, cells)
+    for c in json.loads((out / "cells.json").read_text())["cells"]:
+        cer = cer_of(c)
+        if cer is None:
+            continue
+        folder = out / c["name"]
+        (folder / "decode_test").mkdir(parents=True)
+        rng = np.random.default_rng(sum(map(ord, c["name"])))
+        lines = [{"id": f"u{i}", "char_errors": int(rng.poisson(cer / 100 * 20)), "ref_chars": 20,
+                  "errors": 1, "ref_words": 2} for i in range(n_utts)]
+        (folder / "decode_test" / "errors.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        (folder / "results.json").write_text(json.dumps({
+            "hash": c["hash"], "config_hash": c["config_hash"], "test": {"wer": 2 * cer, "cer": cer},
+            "learned": learned(c), "training": {"epochs": 2, "steps": 4}}))

@@ -1,4 +1,5 @@
 import csv
+from dataclasses import replace
 import json
 
 import pytest
@@ -169,3 +170,36 @@ def test_cli_lid_train_reuses_and_lid_score_writes(lid_run, tmp_path, capsys):
     assert (tmp_path / "scores" / "lid_scores.png").is_file()
     assert main(["lid", "score", str(tmp_path / "missing.pt"), *manifests, "--out", str(tmp_path / "x")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_lid_starts_from_an_asr_encoder(tmp_path):
+    """init_from copies the encoder (CMVN, frontend, conformer layers) of an ASR checkpoint; the heads stay new;
+    another encoder shape or other features are refused with the reason."""
+    from pathlib import Path
+
+    from helpers import FEATS, TINY, save_source, write_tiny_corpus
+    from xlingual.asr import new_model
+    from xlingual.checkpoint import load_model
+    from xlingual.config import UnitConfig
+    from xlingual.features import compute_features
+    from xlingual.lid import init_encoder
+    from xlingual.runs import load_language
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    asr_path = save_source(tmp_path / "asr.pt", corpus, "bn", UnitConfig(kind="char"))
+    asr, _, _ = load_model(asr_path)
+    train = load_language(corpus, "tr")["train"]
+    store = compute_features(train, Path(corpus.dir) / ".features", FEATS, progress=False)
+    lid = new_model(TINY, FEATS, 2, store, [u.id for u in train], seed=5, embed_dim=8)
+    head_before = lid.head.weight.clone()
+    init_encoder(lid, asr_path, FEATS)
+    theirs = asr.state_dict()
+    for k, v in lid.state_dict().items():
+        if k.startswith(("frontend.", "encoder.", "cmvn_")):
+            assert torch.equal(v, theirs[k]), k
+    assert torch.equal(lid.head.weight, head_before)  # a head over languages, not units: new
+    other = new_model(replace(TINY, d_model=48), FEATS, 2, store, [u.id for u in train], seed=5)
+    with pytest.raises(ValueError, match="d_model: checkpoint 32 vs LID 48"):
+        init_encoder(other, asr_path, FEATS)
+    with pytest.raises(ValueError, match="n_mels: checkpoint 40 vs config 80"):
+        init_encoder(lid, asr_path, replace(FEATS, n_mels=80))

@@ -213,3 +213,29 @@ def test_a_code_change_makes_runs_stale_unless_reuse_is_asked(first_run, corpus,
     summary = run_matrix(cfg, jobs=1, progress=False, reuse_code=True)
     assert summary["ran"] == [] and mtimes(out) == before
     assert "12 runs were made by an earlier code version" in (out / "report" / "report.md").read_text()
+
+
+def test_results_restored_on_a_fresh_machine_are_not_redone(first_run, corpus, tmp_path):
+    """recipes/synthetic/collect.py saves what a matrix measured without its checkpoints; restored into another
+    folder, every finished run counts as done, and a new run that needs a source's checkpoint retrains only that
+    source (deterministically: its results stay the same)."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    out, _ = first_run
+    collect = [sys.executable, str(ROOT / "recipes" / "synthetic" / "collect.py")]
+    subprocess.run([*collect, "save", str(out), str(tmp_path / "saved")], check=True, capture_output=True)
+    assert not list((tmp_path / "saved").rglob("*.pt"))
+    subprocess.run([*collect, "restore", str(tmp_path / "saved"), str(tmp_path / "fresh")], check=True,
+                   capture_output=True)
+    fresh = tmp_path / "fresh"
+    summary = run_matrix(config(corpus.dir, fresh), jobs=1, progress=False)
+    assert summary["ran"] == [] and len(summary["skipped"]) == 12
+    source = "scratch/tr-all/seed0"
+    before = json.loads((fresh / source / "results.json").read_text())
+    summary = run_matrix(config(corpus.dir, fresh, "layer_sweep=[1, 2]"), jobs=1, progress=False)
+    assert sorted(summary["ran"]) == sorted([source, f"{TARGET}/k1/seed0"])
+    after = json.loads((fresh / source / "results.json").read_text())
+    assert after["test"] == before["test"] and after["key"] == before["key"]

@@ -14,7 +14,8 @@ from xlingual.corpus import Utterance, read_manifest, write_manifest
 from xlingual.lid import average_scores, load_lid, posteriors_for, train_lid
 from xlingual.predictors import (inventory_overlap, inventory_scores, typology_available, typology_scores,
                                  unit_inventory)
-from xlingual.rank_metrics import evaluate_ranking, read_wer_matrix
+from xlingual.rank_metrics import (evaluate_ranking, noise_ties, paired_comparison, permutation_test,
+                                   read_wer_matrix)
 from xlingual.ranking import rank_query, rank_sources
 from xlingual.selection import select_by_lid, select_utterances
 
@@ -105,6 +106,81 @@ def test_pooled_correlations_equal_scipy_for_one_target(seed):
     if len(set(scores)) > 1 and len(set(wers)) > 1:
         assert s["spearman"] == pytest.approx(spearmanr(scores, -wers).statistic)
         assert s["kendall"] == pytest.approx(kendalltau(scores, -wers).statistic)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Noise and significance
+
+
+def _utts(rates: dict[str, float], n: int = 100, ref: int = 20, seed: int = 0) -> dict:
+    """Per source, per utterance (errors, reference length): Poisson errors at the given CER (%)."""
+    rng = np.random.default_rng(seed)
+    return {s: {f"u{i}": (int(rng.poisson(cer / 100 * ref)), ref) for i in range(n)} for s, cer in rates.items()}
+
+
+@pytest.mark.parametrize("rates, seed_sd, tied", [
+    ({"a": 20.0, "b": 50.0, "c": 60.0}, 0.0, ["a"]),  # far apart: one best beyond noise
+    ({"a": 20.0, "b": 20.5, "c": 60.0}, 0.0, ["a", "b"]),  # 0.5 points on 100 utterances: within noise
+    ({"a": 20.0, "b": 26.0, "c": 60.0}, 3.0, ["a", "b"]),  # beyond the bootstrap, within 2 x 1.41 x seed sd
+])
+def test_noise_ties_call_a_best_only_beyond_noise(rates, seed_sd, tied):
+    res = noise_ties(_utts(rates), seed_sd=seed_sd)
+    assert res["best"] in tied and res["tied"] == tied and res["n_utts"] == 100  # within noise, b may come out best
+    assert res["seed_floor"] == pytest.approx(2 * math.sqrt(2) * seed_sd)
+    lo, hi = res["intervals"]["c"]
+    assert 0 < lo < hi  # c is clearly worse than the best
+
+
+def test_noise_ties_pair_by_utterance():
+    """The comparison is paired: two sources that differ by one error on every utterance are apart beyond noise,
+    although each one's own error varies a lot from utterance to utterance."""
+    rng = np.random.default_rng(1)
+    base = {f"u{i}": (int(rng.integers(0, 15)), 20) for i in range(60)}
+    per = {"a": base, "b": {k: (e + 1, n) for k, (e, n) in base.items()}}
+    assert noise_ties(per)["tied"] == ["a"]
+    with pytest.raises(ValueError, match="no test utterance is shared"):
+        noise_ties({"a": {"u1": (1, 2)}, "b": {"u2": (1, 2)}})
+
+
+def test_ties_count_as_equally_good_in_every_metric():
+    scores = {"t": {"a": .1, "b": .9, "c": .5}}
+    wer = {"t": {"a": 40.0, "b": 40.4, "c": 60.0}}
+    strict = evaluate_ranking(scores, wer)["summary"]
+    tied = evaluate_ranking(scores, wer, tied={"t": {"a", "b"}})
+    s = tied["summary"]
+    assert strict["top1_hits"] == 0 and strict["mean_regret"] == pytest.approx(0.4)
+    assert s["top1_hits"] == 1 and s["mean_regret"] == 0 and s["n_unique_best"] == 0
+    assert s["random_top1_hits"] == pytest.approx(2 / 3, abs=1e-4)
+    assert s["ndcg@3"] == pytest.approx((1 + 1 / 2) / (1 + 1 / math.log2(3)))  # order b, c, a; gains 1, 0, 1
+    row = tied["targets"][0]
+    assert row["oracle"] == [["a", 40.0], ["b", 40.4], ["c", 60.0]]  # the measured values are kept for reports
+
+
+def test_permutation_p_values_match_exact_chance():
+    """Three targets of three candidates, every one ranked perfectly: a random ranking gets all three right with
+    probability (1/3)^3 and orders all three perfectly with (1/6)^3."""
+    wer = {t: {"a": 10.0 + i, "b": 20.0, "c": 30.0 - i} for i, t in enumerate(("x", "y", "z"))}
+    perfect = {t: {s: -v for s, v in row.items()} for t, row in wer.items()}
+    p = permutation_test(perfect, wer, n=20000, seed=3)
+    assert p["top1_hits"]["observed"] == 3 and p["top1_hits"]["p"] == pytest.approx(1 / 27, abs=0.006)
+    assert p["spearman"]["p"] == pytest.approx(1 / 216, abs=0.002)
+    assert p["top1_hits"]["random_mean"] == pytest.approx(1.0, abs=0.03)  # 3 targets x 1/3
+    reversed_ = {t: {s: v for s, v in row.items()} for t, row in wer.items()}
+    assert permutation_test(reversed_, wer, n=2000)["mean_regret"]["p"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("a_regrets, b_regrets, p", [
+    ([0, 0, 0, 0], [1, 2, 3, 4], 1 / 16),  # a better on all 4 targets: only the observed signs are as good
+    ([1, 2, 3, 4], [1, 2, 3, 4], 1.0),  # no difference at all
+    ([0, 5, 0, 0], [1, 0, 1, 1], 9 / 16),  # a better on 3 of 4, but worse by more on the fourth
+])
+def test_paired_comparison_is_an_exact_sign_flip_test(a_regrets, b_regrets, p):
+    def ev(regrets):
+        return {"targets": [{"target": f"t{i}", "regret": r, "top1": float(r == 0)} for i, r in enumerate(regrets)]}
+
+    res = paired_comparison(ev(a_regrets), ev(b_regrets))
+    assert res["n_targets"] == 4 and res["p"] == pytest.approx(p)
+    assert res["mean_difference"] == pytest.approx(np.mean(a_regrets) - np.mean(b_regrets))
 
 
 def test_ndcg_separates_a_reversed_ranking():
@@ -210,6 +286,26 @@ def test_rank_sources_orders_by_average_posterior_and_excludes_self(lid_run):
     with_self = rank_query(best, target, exclude_self=False, level="utterance")
     assert {s for s, _ in with_self.ranking} == {"bn", "tr", "th"} and with_self.excluded == []
     assert sum(v for _, v in with_self.ranking) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_rank_query_shows_its_evidence(lid_run, capsys):
+    """The margin between the first two sources with a 95% interval over resampled target utterances, how often
+    the first stays first, a warning below a minute of speech, and the measured answer where an oracle has one."""
+    _, best, corpus = lid_run
+    target = corpus / "bn" / "test.jsonl"
+    oracle = {"metric": "cer", "errors": {"bn": {"tr": 30.0, "th": 31.0}}, "tied": {"bn": ["th", "tr"]}}
+    res = rank_query(best, target, oracle=oracle)
+    (first, s1), (second, s2) = res.ranking
+    assert res.margin == pytest.approx(s1 - s2) and res.margin >= 0
+    lo, hi = res.margin_interval
+    assert lo <= res.margin <= hi and 0.0 <= res.stability <= 1.0
+    assert res.warnings and "only" in res.warnings[0] and "s of speech" in res.warnings[0]
+    assert res.measured["best"] == "tr" and res.measured["tied"] == ["th", "tr"]
+    assert rank_query(best, target).measured is None  # no oracle: nothing measured to show
+    assert main(["rank", "--lid", str(best), "--target", str(target)]) == 0
+    out, err = capsys.readouterr()
+    assert "higher = predicted better pre-training source" in out and "scores no longer sum to 1" in out
+    assert "95% over resampled utterances" in out and "warning: only" in err
 
 
 def test_rank_an_audio_folder(lid_run):

@@ -380,6 +380,8 @@ class MatrixConfig:
     baseline_seeds: list[int] = field(default_factory=list)  # further seeds for the from-scratch baselines of every
     #   target at both budgets (cheap next to the whole matrix): their spread is the run-to-run noise that transfer
     #   gains are judged against (report: baseline_spread); [] = baselines at `seeds` only, no spread table
+    spread_budgets: list[str] = field(default_factory=lambda: ["small", "large"])  # which baselines baseline_seeds
+    #   repeats: "small" (target_hours: the noise of the matrix cells' budget) and/or "large" (source_hours)
     out_dir: str = "exp/matrix"  # one folder per run, plus report/
     corpus: CorpusConfig = field(default_factory=CorpusConfig)  # the manifests of every language
     features: FeatureConfig = field(default_factory=FeatureConfig)  # shared by all runs (transfer needs the same)

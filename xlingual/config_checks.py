@@ -55,6 +55,13 @@ def one_of(*choices: str) -> Rule:
     return lambda v: None if v in choices else "one of " + ", ".join(repr(c) for c in choices)
 
 
+def subset_of(*choices: str) -> Rule:
+    def rule(v):
+        bad = [x for x in v if x not in choices]
+        return f"a list of {', '.join(choices)}" if bad else None
+    return rule
+
+
 def one_of_names(module: str, name: str) -> Rule:
     """The keys (or items) of `module.name`, e.g. the model presets: one list, the computing module's."""
     def rule(v):
@@ -91,7 +98,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "PhonotacticConfig": {"hours": HOURS, "dev_hours": HOURS, "order": at_least(1)},
     "AdaptConfig": {"mode": one_of_names("schedules", "MODES"), "transfer_layers": at_least(0),
                     "bottleneck": at_least(1), "lr_decay": positive, "stage_epochs": at_least(1)},
-    "MatrixConfig": {"source_hours": HOURS, "target_hours": HOURS, "small_source_hours": HOURS},
+    "MatrixConfig": {"source_hours": HOURS, "target_hours": HOURS, "small_source_hours": HOURS,
+                     "spread_budgets": subset_of("small", "large")},
 }
 
 

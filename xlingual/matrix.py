@@ -220,8 +220,10 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
         # seed of `seeds` is the run made above, or the target's pre-training run, now playing one more role)
         for seed in dict.fromkeys([*cfg.seeds, *cfg.baseline_seeds]):
             for t in cfg.targets:
-                scratch(t, cfg.target_hours, seed, {"table": "baseline", "target": t, "budget": "small"})
-                scratch(t, cfg.source_hours, seed, {"table": "baseline", "target": t, "budget": "large"})
+                if "small" in cfg.spread_budgets:
+                    scratch(t, cfg.target_hours, seed, {"table": "baseline", "target": t, "budget": "small"})
+                if "large" in cfg.spread_budgets:
+                    scratch(t, cfg.source_hours, seed, {"table": "baseline", "target": t, "budget": "large"})
     # scratch runs first: every adaptation run comes after its source
     return dict(sorted(cells.items(), key=lambda kv: kv[1].kind != "scratch"))
 

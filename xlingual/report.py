@@ -311,6 +311,7 @@ def spread_tables(res: Results) -> list[Table]:
         return []
     targets, sources = c["targets"], c["sources"]
     budgets = [("small", c["target_hours"]), ("large", c["source_hours"])]
+    budgets = [(b, h) for b, h in budgets if b in c.get("spread_budgets", ["small", "large"])]
     rows, labels, csv_labels = [], [], []
     for t in targets:
         for budget, hours in budgets:

@@ -3,6 +3,7 @@ resumability, channel options and budgets."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -209,3 +210,21 @@ def test_mismatched_settings_are_refused_without_overwrite(tmp_path):
                           jobs=1, overwrite=False)
     # the same settings are simply reused
     prepare_synthetic(tmp_path, languages=("tr",), hours=hours, progress=False, jobs=1, overwrite=False)
+
+
+def test_control_corpus_has_no_shared_word_forms(tmp_path) -> None:
+    """Bengali and Assamese share many CLDR proper nouns (spelled alike, or said alike): the control corpus keeps
+    none of them, in any split, and still has enough words."""
+    from data_prep.synthetic import shared_word_forms, vocabulary
+
+    shared = shared_word_forms(("bn", "as"))
+    assert len(shared["bn"]) > 100 and len(shared["as"]) > 100  # the confound is real
+    assert set(vocabulary("bn")) & set(vocabulary("as")) <= shared["bn"] & shared["as"]
+    prepare_synthetic(tmp_path, languages=("bn",), hours={"train": 0.005, "test": 0.002}, progress=False,
+                      exclude_shared=("bn", "as"))
+    words = {w for split in ("train", "test") for u in read_manifest(tmp_path / "bn" / f"{split}.jsonl")
+             for w in u.text.split()}
+    assert words and not words & shared["bn"]
+    marker = json.loads((tmp_path / "bn" / "train.done.json").read_text())
+    full = hashlib.sha1("\n".join(vocabulary("bn")).encode()).hexdigest()
+    assert marker["config"]["vocabulary_sha1"] != full  # another vocabulary: never mistaken for the full corpus

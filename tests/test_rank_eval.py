@@ -1,0 +1,71 @@
+"""The ranking evaluation's oracle (xlingual/rank_eval.py): a matrix folder's measured cells with their noise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import fake_matrix
+from xlingual.rank_eval import csv_oracle, matrix_oracle
+
+THREE = ["sources=[bn,tr,th]", "targets=[bn,tr,th]", "size_pairs=[]", "variant_pairs=[]", "layer_sweep=[]",
+         "variants={}"]
+# test CER (%) of target t adapted from source s, and the from-scratch baselines of t
+CER = {("bn", "tr"): 30.0, ("bn", "th"): 31.0, ("tr", "bn"): 20.0, ("tr", "th"): 45.0, ("th", "bn"): 50.0,
+       ("th", "tr"): 51.0}
+SCRATCH = {"bn": 60.0, "tr": 55.0, "th": 70.0}
+
+
+def cer_of(cell: dict):
+    return _with(CER, cell)  # the same-language cells: 25
+
+
+def test_oracle_values_ties_and_unlearned_cells(tmp_path):
+    unlearned = "adapt/th-all_to_tr-10.8s/main/seed0"  # th -> tr
+    fake_matrix(tmp_path, THREE, cer_of, learned=lambda c: c["name"] != unlearned)
+    o = matrix_oracle(tmp_path, "cer", n_boot=1000)
+    assert o["metric"] == "cer" and o["errors"]["bn"] == {"tr": 30.0, "th": 31.0}  # the target's own cell: out
+    assert o["errors"]["tr"] == {"bn": 20.0} and o["unlearned"] == [("tr", "th")]  # not a measurement
+    assert sorted(o["tied"]["bn"]) == ["th", "tr"]  # 30 vs 31 on 60 utterances: within noise, a tie
+    assert sorted(o["tied"]["th"]) == ["bn", "tr"]  # 50 vs 51: a tie
+    assert "tr" not in o["tied"]  # one candidate left: nothing to compare
+    assert o["seed_sd"] == {"bn": 0.0, "tr": 0.0, "th": 0.0}  # one seed: no training-noise floor
+
+
+def test_a_best_beyond_noise_is_called(tmp_path):
+    far = {**CER, ("bn", "th"): 55.0}  # bn: tr 30 vs th 55
+    fake_matrix(tmp_path, THREE, lambda c: _with(far, c))
+    o = matrix_oracle(tmp_path, "cer", n_boot=1000)
+    assert o["tied"]["bn"] == ["tr"] and o["noise"]["bn"]["best"] == "tr"
+    lo, hi = o["noise"]["bn"]["intervals"]["th"]
+    assert 15 < lo < 25 < hi < 35  # th minus tr: about 25 points, with its 95% interval
+
+
+def test_baseline_seeds_give_the_training_noise_floor(tmp_path):
+    """With the from-scratch baselines at 3 seeds, a difference below 2 x sqrt(2) x their sd is a tie even when
+    the test utterances alone would separate it."""
+    far = {**CER, ("bn", "th"): 40.0}  # bn: tr 30 vs th 40: beyond the bootstrap, within a seed sd of 4 x 2.8
+    fake_matrix(tmp_path, [*THREE, "baseline_seeds=[1, 2]", "spread_budgets=[small]"],
+                lambda c: _with(far, c, seed_step=4.0))
+    o = matrix_oracle(tmp_path, "cer", n_boot=1000)
+    assert o["seed_sd"]["bn"] == pytest.approx(4.0)  # 60, 64, 68
+    assert o["noise"]["bn"]["seed_floor"] == pytest.approx(2 * 2 ** 0.5 * 4.0)
+    assert o["noise"]["bn"]["intervals"]["th"][0] > 0 and sorted(o["tied"]["bn"]) == ["th", "tr"]
+
+
+def _with(table: dict, cell: dict, seed_step: float = 0.0):
+    for r in cell["roles"]:
+        if r["table"] == "matrix":
+            return table.get((r["target"], r["source"]), 25.0)
+        if r["table"] in ("baseline", "source"):
+            return SCRATCH[r.get("target") or r["source"]] + seed_step * cell["seed"]
+    return None
+
+
+def test_csv_oracle_has_no_noise(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("adapt to \\ pretrain on,bn,tr\nbn,40*,50\ntr,45,30*\n")
+    o = csv_oracle(path)
+    assert o["errors"] == {"bn": {"bn": 40.0, "tr": 50.0}, "tr": {"bn": 45.0, "tr": 30.0}} and o["tied"] == {}
+    assert json.dumps(o)  # plain data
