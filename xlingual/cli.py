@@ -81,12 +81,17 @@ def _lid_train(args) -> None:
     from .fileio import read_json
     from .lid import train_lid
 
-    best = train_lid(load_config(LIDConfig, args.config, args.set))
+    from .config import PhonotacticConfig
+
+    phones = load_config(PhonotacticConfig, args.phones, args.phone_set) if args.phones else None
+    best = train_lid(load_config(LIDConfig, args.config, args.set), phones)
     res = read_json(best.parent / "results.json")
     test = res["test"]
     print(json.dumps({"checkpoint": str(best), "learned": res["learned"], "dev_accuracy": res["dev"]["accuracy"],
                       "test_accuracy (held-out voices)": test["accuracy"],
                       "test_posterior_accuracy": test["posterior_accuracy"],
+                      "test_acoustic_accuracy": test.get("acoustic_accuracy"),
+                      "test_phonotactic_accuracy": test.get("phonotactic_accuracy"),
                       "test_per_language_accuracy": test["per_language_accuracy"],
                       "test confusion (rows: true, columns: predicted)": test["confusion"]}, indent=2))
 
@@ -196,6 +201,9 @@ def _add_lid_parsers(sub) -> None:
     t = lsub.add_parser("train", help="train an LID model (dev accuracy + confusion matrix in its out_dir)")
     t.add_argument("config", nargs="?", help="YAML delta over xlingual.config.LIDConfig")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=5")
+    t.add_argument("--phones", help="PhonotacticConfig YAML: first a multilingual phone recognizer on the LID's "
+                   "languages; the LID starts from its encoder and adds a phonotactic (PRLM) back-end")
+    t.add_argument("--phone-set", action="append", default=[], metavar="KEY=VALUE", help="override for --phones")
     t.set_defaults(func=_lid_train)
     s = lsub.add_parser("score", help="LID score matrix (rows: input language, columns: LID output language)")
     s.add_argument("lid", help="LID checkpoint (best.pt)")

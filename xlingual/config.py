@@ -291,6 +291,11 @@ class LIDConfig:
     init_from: str | None = None  # an ASR checkpoint (e.g. a multilingual phone recognizer) whose encoder starts
     #   the LID (the heads are new): phonetic features make language ID learn in far fewer steps; it must not
     #   have heard a language the LID is to treat as new. None = random initialization
+    prlm: bool = False  # with init_from (a phone recognizer): also a phonotactic back-end (prlm.py: phone n-gram
+    #   models of each language from the recognizer's transcriptions), whose posterior multiplies the acoustic
+    #   one in every utterance decision
+    prlm_hours: float | None = None  # training speech per language that the phone n-gram models are estimated on
+    #   (only transcribed, not trained on: cheap); None = the whole train split
     crop_seconds: float = 3.0  # train on random windows of at most this long (a new window every epoch), in
     #   batches that mix the languages evenly; 0 = whole utterances in length-sorted batches (which group
     #   languages of similar utterance lengths together, a batch of one language at a time)
@@ -364,6 +369,9 @@ class MatrixConfig:
     source_hours: float | None = 0.5  # the large budget: pre-training, and the large from-scratch baseline; None = all
     target_hours: float = 0.1667  # the small budget: adaptation data and the from-scratch baseline of every target
     small_source_hours: float | None = None  # data-size table: the small pre-training budget; None = target_hours
+    dev_hours: float | None = None  # dev audio per language that every run evaluates after each epoch (model
+    #   selection); None = the whole dev split. With many short runs, decoding dev every epoch costs as much as
+    #   training: a few minutes of it are enough to choose the epoch
     size_pairs: list[tuple[str, str]] = field(default_factory=lambda: [("as", "bn")])  # data-size table (source,
     #   target) columns; [] = no data-size table
     size_adaptation: dict = field(default_factory=lambda: {"mode": "full+adaptation", "adaptation": ["adapter"]})

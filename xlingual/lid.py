@@ -22,8 +22,9 @@ import csv
 import io
 import itertools
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from .config import FeatureConfig, LIDConfig, from_dict, to_dict
 from .corpus import Utterance, total_hours
 from .features import FeatureStore, cache_dir, compute_features
-from .fileio import write_json, write_text
+from .fileio import read_json, write_json, write_text
 from .model import AcousticModel, padding_mask
 from .runs import RunSpec, Setup, execute, prepare_corpus
 from .train import FRAMES_PER_SECOND, Example, bucket_batches, collate, pick_device
@@ -71,9 +72,11 @@ def lid_spec(cfg: LIDConfig) -> RunSpec:
                    corpus=cfg.corpus, features=cfg.features, model=cfg.model, train=cfg.train, lid=cfg)
 
 
-def train_lid(cfg: LIDConfig) -> Path:
+def train_lid(cfg: LIDConfig, phone_cfg=None) -> Path:
     """Train an LID classifier over cfg.languages (a run of kind "lid"); returns the path of best.pt.
 
+    phone_cfg (config.PhonotacticConfig): first train a multilingual phone recognizer on cfg.languages (cached in
+    phone_cfg.out_dir/all); the LID starts from its encoder and gets a PRLM back-end from its transcriptions.
     Each language contributes its train split within cfg.train_hours (the same nested subset ASR budgets use);
     with cfg.oversample, smaller languages are repeated so that each weighs about equally. Selection by
     cfg.select on the dev splits. Resumable; a finished run with the same key is reused.
@@ -85,6 +88,14 @@ def train_lid(cfg: LIDConfig) -> Path:
     if cfg.select not in SELECT:
         raise ValueError(f"LIDConfig.select must be one of {sorted(SELECT)}, not {cfg.select!r}")
     prepare_corpus(cfg.corpus, list(cfg.languages), cfg.train.progress)
+    if phone_cfg is not None:  # a phone recognizer on the same languages starts the LID and its PRLM back-end
+        from dataclasses import replace
+
+        from .predictors import phone_recognizer_spec
+
+        folder = Path(phone_cfg.out_dir) / "all"
+        execute(phone_recognizer_spec(phone_cfg, list(cfg.languages)), folder, splits=())
+        cfg = replace(cfg, init_from=str(folder / "best.pt"), prlm=True)
     execute(lid_spec(cfg), cfg.out_dir, splits=("dev", "test"))  # test: held-out voices never used to select
     return Path(cfg.out_dir) / "best.pt"
 
@@ -120,12 +131,35 @@ def setup_lid(spec: RunSpec, data: dict, out_dir: Path) -> Setup:
                       embed_dim=cfg.embed_dim)
     if cfg.init_from:
         init_encoder(model, cfg.init_from, features)
+    if cfg.prlm:
+        from .runs import budget, load_language
+
+        ensure_prlm(cfg, {lang: budget(load_language(spec.corpus, lang)["train"], cfg.prlm_hours, spec.corpus.seed)
+                          for lang in languages}, out_dir, cache)
     hours = {lang: round(total_hours(data[lang]["train"]), 4) for lang in languages}
     meta = model_meta(model, "lid", features, languages=languages, train_hours_used=hours, repeats=repeats,
                       config=to_dict(cfg))
     loss = lid_loss(cfg.frame_weight)
     return Setup(model, examples, store, make_lid_evaluator(dev_store, dev, label, loss),
                  (cfg.select, SELECT[cfg.select]), meta, features, loss=loss)
+
+
+def ensure_prlm(cfg: LIDConfig, train: dict[str, list[Utterance]], out_dir: Path, cache: Path) -> Path:
+    """The run's phonotactic back-end (prlm.json beside its checkpoints), built from cfg.init_from's
+    transcriptions of the training utterances; rebuilt only when the recognizer or the utterances changed."""
+    from .prlm import PRLM_FILE, build_prlm
+    from .runs import data_fingerprint, file_digest
+
+    if not cfg.init_from:
+        raise ValueError("lid.prlm needs lid.init_from: the phone recognizer whose transcriptions it models")
+    path = out_dir / PRLM_FILE
+    stamp = {"recognizer": file_digest(cfg.init_from),
+             "train": data_fingerprint([u for utts in train.values() for u in utts])}
+    if path.is_file() and read_json(path).get("stamp") == stamp:
+        return path
+    build_prlm(cfg.init_from, train, path, cache)
+    write_json(path, {**read_json(path), "stamp": stamp})
+    return path
 
 
 def init_encoder(model: AcousticModel, checkpoint: str | Path, features: FeatureConfig) -> None:
@@ -213,18 +247,24 @@ def evaluate_lid(checkpoint: str | Path, by_language: dict[str, list[Utterance]]
     languages = meta["languages"]
     utts = [u for us in by_language.values() for u in us]
     out = posteriors_for(model, meta, utts, cache_dir(corpus))
+    decision = out.fused or out.pooled  # the LID's decision: acoustic x phonotactic when it has a PRLM
     confusion = {t: {p: 0 for p in languages} for t in by_language}
-    post_right = 0
+    right = Counter()
     for t, us in by_language.items():
         for u in us:
-            confusion[t][languages[int(out.pooled[u.id].argmax())]] += 1
-            post_right += languages[int(out.frame[u.id].mean(0).argmax())] == t
+            confusion[t][languages[int(decision[u.id].argmax())]] += 1
+            right["posterior"] += languages[int(out.frame[u.id].mean(0).argmax())] == t
+            right["acoustic"] += languages[int(out.pooled[u.id].argmax())] == t
+            if out.phonotactic:
+                right["phonotactic"] += languages[int(out.phonotactic[u.id].argmax())] == t
     per_lang = {t: confusion[t].get(t, 0) / max(len(us), 1) for t, us in by_language.items()}
-    n = len(utts)
-    report = {"languages": languages, "n_utts": n,
-              "accuracy": sum(confusion[t].get(t, 0) for t in by_language) / max(n, 1),
-              "posterior_accuracy": post_right / max(n, 1), "per_language_accuracy": per_lang,
-              "confusion": confusion}
+    n = max(len(utts), 1)
+    report = {"languages": languages, "n_utts": len(utts),
+              "accuracy": sum(confusion[t].get(t, 0) for t in by_language) / n,
+              "posterior_accuracy": right["posterior"] / n,  # argmax of the mean frame posterior (the reference)
+              "acoustic_accuracy": right["acoustic"] / n,  # the utterance head alone
+              "phonotactic_accuracy": right["phonotactic"] / n if out.phonotactic else None,  # the PRLM alone
+              "per_language_accuracy": per_lang, "confusion": confusion}
     out_dir = Path(out_dir)
     write_json(out_dir / "report.json", report)
     buf = io.StringIO()
@@ -244,8 +284,13 @@ def load_lid(path: str | Path) -> tuple[AcousticModel, dict]:
     """Rebuild an LID model from a checkpoint (weights_only); meta["languages"] names its output classes."""
     from .checkpoint import load_model
 
+    from .prlm import PRLM_FILE
+
     model, _, meta = load_model(path, task="lid")
     model.eval()
+    prlm = Path(path).parent / PRLM_FILE
+    if prlm.is_file():  # the run's phonotactic back-end: its decisions use it
+        meta = {**meta, "prlm": str(prlm)}
     return model, meta
 
 
@@ -258,6 +303,8 @@ class LIDOutputs:
     frame: dict[str, torch.Tensor]
     pooled: dict[str, torch.Tensor]
     embedding: dict[str, torch.Tensor]
+    phonotactic: dict[str, torch.Tensor] = field(default_factory=dict)  # the PRLM's posterior (L,), if any
+    fused: dict[str, torch.Tensor] = field(default_factory=dict)  # pooled x phonotactic, renormalized (L,)
 
 
 def lid_outputs(model: AcousticModel, store: FeatureStore, ids: list[str], device: torch.device | None = None,
@@ -346,4 +393,13 @@ def posteriors_for(model: AcousticModel, meta: dict, utts: list[Utterance], cach
     model.to(device)
     with _cache_dir(cache) as folder:
         store = compute_features(utts, folder, features, progress=progress, desc="LID feats")
-        return lid_outputs(model, store, [u.id for u in utts], device, languages=list(meta["languages"]))
+        out = lid_outputs(model, store, [u.id for u in utts], device, languages=list(meta["languages"]))
+        if meta.get("prlm"):
+            from .prlm import load_prlm, phonotactic_posteriors, transcribe_phones
+
+            recognizer, lms = load_prlm(meta["prlm"])
+            out.phonotactic = phonotactic_posteriors(lms, out.languages, transcribe_phones(recognizer, utts, folder))
+            # naive Bayes: the two views' posteriors multiply (uniform prior), then renormalize
+            out.fused = {i: (out.pooled[i].double().log() + out.phonotactic[i].double().log()).softmax(0).float()
+                         for i in out.pooled}
+        return out

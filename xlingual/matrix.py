@@ -149,7 +149,7 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
     if not isinstance(cfg.small_train, dict):
         raise ValueError(f"small_train: expected a mapping of train fields, got {cfg.small_train!r}")
     small_train = from_dict(TrainConfig, merge(to_dict(cfg.train), cfg.small_train), "small_train")
-    common = dict(corpus=cfg.corpus, features=cfg.features, units=cfg.units, decode=cfg.decode)
+    common = dict(corpus=cfg.corpus, features=cfg.features, units=cfg.units, decode=cfg.decode, dev_hours=cfg.dev_hours)
     cells: dict[str, Cell] = {}
     by_hash: dict[str, str] = {}
 

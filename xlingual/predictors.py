@@ -54,12 +54,13 @@ def loo_config(cfg: LIDConfig, target: str, root: str | Path | None = None,
                init_from: str | Path | None = None) -> LIDConfig:
     """The LID configuration without `target` (out_dir: <root or cfg.out_dir/loo>/without_<target>); init_from:
     an encoder that never heard the target either (that fold's phone recognizer)."""
+    if init_from is not None:  # that fold's recognizer: the LID's encoder and its PRLM back-end
+        cfg = replace(cfg, init_from=str(init_from), prlm=True)
     if target not in cfg.languages:
-        return cfg if init_from is None else replace(cfg, init_from=str(init_from))
+        return cfg
     langs = [x for x in cfg.languages if x != target]
     root = Path(root) if root is not None else Path(cfg.out_dir) / "loo"
-    return replace(cfg, languages=langs, out_dir=str(root / f"without_{target}"),
-                   init_from=str(init_from) if init_from is not None else cfg.init_from)
+    return replace(cfg, languages=langs, out_dir=str(root / f"without_{target}"))
 
 
 def train_loo_lids(cfg: LIDConfig, targets: list[str], root: str | Path | None = None,

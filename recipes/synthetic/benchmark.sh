@@ -36,12 +36,14 @@ pass() {
     run xlingual matrix "$here/benchmark.yaml" --jobs "$jobs" --set "out_dir=exp/$name" "${sets[@]}"
   fi
   if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-    run xlingual lid train "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" "${sets[@]}"
+    run xlingual lid train "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" "${sets[@]}" \
+        --phones "$here/benchmark_phones.yaml" --phone-set "out_dir=exp/${name}_phones" "${phone_sets[@]}"
   fi
   if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     run xlingual rank-eval --matrix "exp/$name" --metric cer --lid "exp/${name}_lid/best.pt" \
         --loo-config "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" "${sets[@]}" \
         --phone-config "$here/benchmark_phones.yaml" --phone-set "out_dir=exp/${name}_phones" "${phone_sets[@]}" \
+        --lid-from-phones --jobs "$jobs" --set train.threads=1 --phone-set train.threads=1 \
         --data "$corpus_dir" \
         --out "exp/$name/ranking"
   fi
