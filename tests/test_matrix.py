@@ -239,3 +239,29 @@ def test_results_restored_on_a_fresh_machine_are_not_redone(first_run, corpus, t
     assert sorted(summary["ran"]) == sorted([source, f"{TARGET}/k1/seed0"])
     after = json.loads((fresh / source / "results.json").read_text())
     assert after["test"] == before["test"] and after["key"] == before["key"]
+
+
+def test_pooled_sources_leave_the_target_out_and_become_columns(corpus, tmp_path):
+    """A pool is pre-trained on its languages together; the run a target adapts from never holds the target's
+    own language; at the "equal" budget the pool has the audio of one source, at "sum" that of all."""
+    cfg = config(corpus.dir, tmp_path, "pools={pool: [bn, tr]}", "pool_budgets=[equal, sum]", "source_hours=0.002",
+                 "size_pairs=[]", "variant_pairs=[]", "layer_sweep=[]")
+    cells = plan_cells(cfg)
+    pooled = {n: c for n, c in cells.items() if any(r.get("source", "").startswith("pool") for r in c.roles)
+              and c.kind == "scratch"}
+    # for target bn the pool is [tr]; for target tr it is [bn]: single-language runs (at equal budget: the same
+    # runs as the sources themselves, so nothing is trained twice)
+    assert {tuple(c.spec.languages) for c in pooled.values()} == {("bn",), ("tr",)}
+    to_bn = [c for c in cells.values() if c.kind == "adapt" and c.language == "bn"
+             and any(r.get("source") == "pool-sum" for r in c.roles)]
+    assert len(to_bn) == 1 and to_bn[0].source_cell.spec.languages == ["tr"]
+    three = plan_cells(config(corpus.dir, tmp_path / "3", "sources=[bn, tr, th]", "targets=[bn]",
+                              "pools={all: [bn, tr, th]}", "source_hours=0.003", "size_pairs=[]",
+                              "variant_pairs=[]", "layer_sweep=[]"))
+    pool = next(c for c in three.values() if c.kind == "scratch" and len(c.spec.languages) > 1)
+    assert pool.spec.languages == ["tr", "th"] and pool.spec.hours == pytest.approx(0.003 / 2)
+    from xlingual.config import matrix_sources, to_dict
+
+    assert matrix_sources(to_dict(cfg)) == ["bn", "tr", "pool", "pool-sum"]
+    with pytest.raises(ValueError, match="pools.bn: a pool needs a name that is no source language"):
+        plan_cells(config(corpus.dir, tmp_path, "pools={bn: [bn, tr]}"))

@@ -355,6 +355,18 @@ class AdaptRecipeConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # decoding of dev and test
 
 
+def pool_column(name: str, budget: str) -> str:
+    """The matrix column of a pool at a budget: '<name>' (equal) or '<name>-sum'."""
+    return name if budget == "equal" else f"{name}-{budget}"
+
+
+def matrix_sources(config: dict) -> list[str]:
+    """The columns of a matrix (its plan's config, as cells.json stores it): the single sources, then every pool at
+    every budget."""
+    return list(config["sources"]) + [pool_column(n, b) for n in config.get("pools", {})
+                                      for b in config.get("pool_budgets", ["equal"])]
+
+
 def _default_variants() -> dict[str, dict]:
     return {"head": {"mode": "head"}, "full": {"mode": "full"}, "chain_thaw": {"mode": "chain_thaw"},
             "full+adapters": {"mode": "full+adaptation", "adaptation": ["adapter"]}}
@@ -390,6 +402,12 @@ class MatrixConfig:
     #   gains are judged against (report: baseline_spread); [] = baselines at `seeds` only, no spread table
     spread_budgets: list[str] = field(default_factory=lambda: ["small", "large"])  # which baselines baseline_seeds
     #   repeats: "small" (target_hours: the noise of the matrix cells' budget) and/or "large" (source_hours)
+    pools: dict[str, list[str]] = field(default_factory=dict)  # multilingual sources: name -> languages pre-trained
+    #   together in one run (one joint unit set); each is a column "<name>" of the matrix. A target never learns
+    #   from itself through a pool: its own language is left out of the pool it is adapted from
+    pool_budgets: list[str] = field(default_factory=lambda: ["equal"])  # "equal": source_hours in all, split
+    #   evenly over the pool's languages (the audio of one single source; column <name>); "sum": source_hours of
+    #   every language (column <name>-sum)
     out_dir: str = "exp/matrix"  # one folder per run, plus report/
     corpus: CorpusConfig = field(default_factory=CorpusConfig)  # the manifests of every language
     features: FeatureConfig = field(default_factory=FeatureConfig)  # shared by all runs (transfer needs the same)

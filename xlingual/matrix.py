@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import AdaptConfig, MatrixConfig, TrainConfig, from_dict, merge, to_dict
+from .config import AdaptConfig, MatrixConfig, TrainConfig, from_dict, merge, pool_column, to_dict
 from .features import cache_dir, compute_features
 from .fileio import locked, read_json, remove_stale_tmp, write_json, write_text
 from .runs import RESULTS_FILE, RunSpec, budget, code_version, config_dict, digest, load_language, prepare_corpus
@@ -118,6 +118,10 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
 
     if not cfg.sources or not cfg.targets:
         raise ValueError("matrix needs at least one source and one target language")
+    for name, langs in cfg.pools.items():
+        if name in cfg.sources or not re.fullmatch(r"[\w.-]+", name) or len(langs) < 2:
+            raise ValueError(f"pools.{name}: a pool needs a name that is no source language (letters, digits, "
+                             f"'_', '.', '-') and at least 2 languages, got {langs}")
     if not cfg.seeds:
         raise ValueError("matrix.seeds is empty; give at least one seed, e.g. [0]")
     for name, h in (("target_hours", cfg.target_hours), ("source_hours", cfg.source_hours),
@@ -168,11 +172,18 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
             existing.roles.append(role)
         return existing
 
-    def scratch(lang: str, hours: float | None, seed: int, role: dict) -> Cell:
-        train = cfg.train if hours == cfg.source_hours else small_train
-        spec = RunSpec(kind="scratch", languages=[lang], hours=hours, model=cfg.model, train=_seeded(train, seed),
-                       **common)
+    def scratch(lang: str, hours: float | None, seed: int, role: dict, train: TrainConfig | None = None,
+                languages: list[str] | None = None) -> Cell:
+        train = train or (cfg.train if hours == cfg.source_hours else small_train)
+        spec = RunSpec(kind="scratch", languages=languages or [lang], hours=hours, model=cfg.model,
+                       train=_seeded(train, seed), **common)
         return add(Cell(f"scratch/{lang}-{hours_tag(hours)}/seed{seed}", "scratch", lang, hours, seed, spec), role)
+
+    def pooled(name: str, langs: list[str], budget: str, seed: int) -> Cell:
+        """A multilingual source: langs pre-trained together (the pool minus the target it is for)."""
+        hours = cfg.source_hours if budget == "sum" or cfg.source_hours is None else cfg.source_hours / len(langs)
+        return scratch("+".join(langs), hours, seed, {"table": "source", "source": pool_column(name, budget),
+                                                      "budget": "large"}, train=cfg.train, languages=langs)
 
     def adapted(src: Cell, tgt: str, label: str, method: AdaptConfig, seed: int, role: dict) -> Cell:
         if method.transfer_layers == n_layers:
@@ -206,6 +217,12 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
             adapted(source(t), t, "main", cfg.adapt, seed, {**size, "row": "same_language"})
         for s, t in all_pairs:
             adapted(source(s), t, "main", cfg.adapt, seed, {"table": "matrix", "source": s, "target": t})
+        for name, langs in cfg.pools.items():
+            for pool_budget in cfg.pool_budgets:
+                for t in cfg.targets:
+                    src = pooled(name, [x for x in langs if x != t], pool_budget, seed)
+                    adapted(src, t, "main", cfg.adapt, seed,
+                            {"table": "matrix", "source": pool_column(name, pool_budget), "target": t})
         variant_pairs = all_pairs if cfg.variant_pairs is None else cfg.variant_pairs
         for s, t in variant_pairs:
             for name in cfg.variants:

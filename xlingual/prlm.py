@@ -58,17 +58,19 @@ class PhoneLM:
                 counts[n].update(tuple(s[i - n + 1:i + 1]) for i in range(ORDER - 1, len(s)))
         return cls(counts, phones)
 
+    def logprob_next(self, context: list[str], phone: str) -> float:
+        """log P(phone | the last ORDER - 1 phones of context): the interpolation of the add-one estimates."""
+        hist = ([EDGE_START] * (ORDER - 1) + list(context))[-(ORDER - 1):]
+        p = 0.0
+        for n, w in WEIGHTS.items():
+            gram = tuple(hist[len(hist) - n + 1:] + [phone]) if n > 1 else (phone,)
+            p += w * (self.counts[n][gram] + 1) / (self.context[n][gram[:-1]] + self.phones)
+        return math.log(p)
+
     def logprob(self, seq: list[str]) -> float:
         """Natural log-likelihood of a phone sequence (edges added)."""
         s = [EDGE_START] * (ORDER - 1) + seq + [EDGE_END]
-        total = 0.0
-        for i in range(ORDER - 1, len(s)):
-            p = 0.0
-            for n, w in WEIGHTS.items():
-                gram = tuple(s[i - n + 1:i + 1])
-                p += w * (self.counts[n][gram] + 1) / (self.context[n][gram[:-1]] + self.phones)
-            total += math.log(p)
-        return total
+        return sum(self.logprob_next(s[:i], s[i]) for i in range(ORDER - 1, len(s)))
 
     def to_dict(self) -> dict:
         return {"phones": self.phones, "counts": {str(n): [[list(g), k] for g, k in c.items()]

@@ -29,6 +29,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import matrix_sources
 from .fileio import atomic_path, read_json, write_json, write_text
 
 PLAN_FILE = "cells.json"  # written by matrix.run_matrix
@@ -168,7 +169,7 @@ class Results:
 
 
 def _matrix_table(res: Results, name: str, title: str, metric: str) -> Table:
-    sources, targets = res.config["sources"], res.config["targets"]
+    sources, targets = matrix_sources(res.config), res.config["targets"]
     values, flags = _grid(res, metric, [[{"table": "matrix", "source": s, "target": t} for s in sources]
                                         for t in targets])
     marked = {(i, j) for i, t in enumerate(targets) for j, s in enumerate(sources) if s == t}
@@ -213,7 +214,7 @@ def _seeds_note(config: dict, baselines: bool = False) -> str:
 
 def gain_table(res: Results) -> Table:
     """Relative WER reduction (%) over the target's from-scratch baseline at the same (small) budget."""
-    sources, targets = res.config["sources"], res.config["targets"]
+    sources, targets = matrix_sources(res.config), res.config["targets"]
     rows = []
     for t in targets:
         base = res.value("wer", table="baseline", target=t, budget="small")
@@ -231,6 +232,28 @@ def gain_table(res: Results) -> Table:
                  note=f"100 x (scratch - transfer) / scratch; positive = transfer helps. The last "
                  f"column is the from-scratch test WER on {hours_label(c['target_hours'])} (not a gain)."
                  + _seeds_note(c, baselines=True))
+
+
+def pool_table(res: Results, metric: str = "cer") -> Table | None:
+    """Each pool against the best single source of every target (its own language excluded), test `metric`."""
+    pools = [c for c in matrix_sources(res.config) if c not in res.config["sources"]]
+    if not pools:
+        return None
+    rows, values = [], []
+    for t in res.config["targets"]:
+        single = {s: res.value(metric, table="matrix", source=s, target=t) for s in res.config["sources"] if s != t}
+        single = {s: v for s, v in single.items() if v is not None}
+        best = min(single, key=single.get) if single else None
+        row = [res.value(metric, table="matrix", source=p, target=t) for p in pools]
+        values.append(row + [single[best] if best else None])
+        rows.append(language_label(t) + (f" (best single: {best})" if best else ""))
+    return Table("pools", f"Pooled multilingual sources vs the best single source: test {metric.upper()} (%)",
+                 "adapt to \\ pre-trained on", pools + ["best single source"], rows, values,
+                 csv_rows=list(res.config["targets"]),
+                 note="A pool is pre-trained on its languages together, the target's own language left out; "
+                 "\"<pool>\" has the audio of one single source, \"<pool>-sum\" that of every language in it. The best "
+                 "single source is chosen after the fact from the other columns (an optimistic comparison for it)."
+                 + _seeds_note(res.config))
 
 
 SIZE_ROWS = ("scratch_small", "scratch_large", "transfer_small", "transfer_large", "adaptation", "same_language")
@@ -309,7 +332,7 @@ def spread_tables(res: Results) -> list[Table]:
     c = res.config
     if not c.get("baseline_seeds"):
         return []
-    targets, sources = c["targets"], c["sources"]
+    targets, sources = c["targets"], matrix_sources(c)
     budgets = [("small", c["target_hours"]), ("large", c["source_hours"])]
     budgets = [(b, h) for b, h in budgets if b in c.get("spread_budgets", ["small", "large"])]
     rows, labels, csv_labels = [], [], []
@@ -436,7 +459,7 @@ def learning_curves(res: Results, out_dir: Path) -> list[Path]:
     for t in res.config["targets"]:
         # (CSV series name with codes, legend label with language_label as the tables and titles, points)
         series = [("no pre-training", "no pre-training", res.curve(table="baseline", target=t, budget="small"))]
-        for s in res.config["sources"]:
+        for s in matrix_sources(res.config):
             same = s == t
             series.append((f"from {s}" + (" (same language)" if same else ""),
                            f"from {language_label(s)}" + (", same language" if same else ""),
@@ -498,7 +521,8 @@ def write_report(matrix_dir: str | Path) -> Path:
     wer = _matrix_table(res, "wer_matrix", "WER matrix: test WER (%)", "wer")
     cer = _matrix_table(res, "cer_matrix", "CER matrix: test CER (%)", "cer")
     gain = gain_table(res)
-    tables = [wer, cer, gain, size_table(res), variants_table(res), sweep_table(res), *spread_tables(res)]
+    tables = [wer, cer, gain, pool_table(res), size_table(res), variants_table(res), sweep_table(res),
+              *spread_tables(res)]
     tables = [t for t in tables if t is not None]
     for t in tables:
         t.write(out)
