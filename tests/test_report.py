@@ -227,8 +227,8 @@ def test_report_of_a_folder_without_a_plan(tmp_path):
 @pytest.fixture
 def figures(monkeypatch):
     """name -> {"colorbar": its colorbar labels, "legend": legend texts, "ticks": x and y tick labels} of every
-    figure saved through report.save_figure (the one figure writer)."""
-    import xlingual.report as report_mod
+    figure saved through figures.save_figure (the one figure writer)."""
+    import xlingual.figures as report_mod
 
     seen, real = {}, report_mod.save_figure
 

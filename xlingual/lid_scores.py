@@ -108,10 +108,11 @@ def plot_heatmap(matrix: list[list[float]], rows: list[str], columns: list[str],
     """A labelled heatmap PNG with the value written in every cell; a language's own cell is outlined.
 
     rows and columns are language codes, shown as report.language_label names them (as the matrix heatmaps do).
-    colorbar: what the color is and which way it points. Drawn by report.heatmap, the one heatmap writer of the
+    colorbar: what the color is and which way it points. Drawn by figures.heatmap, the one heatmap writer of the
     toolkit (non-finite values show as missing).
     """
-    from .report import Table, heatmap, language_label
+    from .figures import heatmap
+    from .report import Table, language_label
 
     values = [[v if v is not None and math.isfinite(v) else None for v in row] for row in matrix]
     marked = {(i, j) for i, r in enumerate(rows) for j, c in enumerate(columns) if r == c}
