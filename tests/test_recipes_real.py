@@ -176,3 +176,30 @@ def test_babel_recipe_end_to_end(tmp_path):
         assert report["kept"] == 6 and report["skipped_total"] == 1  # the <no-speech>-only segment
         assert report["notes"] == {"resampled 8000->16000 Hz": 6}
     assert sum(c.startswith("xlingual prepare kaldi") for c in commands) == 6
+
+
+def test_benchmark_script_commands_load_their_configs(tmp_path):
+    """recipes/synthetic/benchmark.sh --dry-run: every stage's command, and every config it names loads with its
+    overrides (the control pass: the corpus without shared word forms)."""
+    from xlingual.config import LIDConfig, MatrixConfig, PhonotacticConfig, load_config
+
+    dry = subprocess.run(["bash", str(REPO / "recipes/synthetic/benchmark.sh"), "--dry-run", "--stop-stage", "5"],
+                         cwd=REPO, capture_output=True, text=True, env=recipe_env())
+    assert dry.returncode == 0, dry.stderr
+    commands = [shlex.split(line[2:]) for line in dry.stdout.splitlines() if line.startswith("+ ")]
+    verbs = [c[1] if c[0] == "xlingual" else Path(c[1]).name for c in commands]
+    assert verbs == ["matrix", "train_models.py", "rank-eval"] * 2 + ["collect.py"] * 6
+    for c in commands:
+        sets = [c[i + 1] for i, x in enumerate(c) if x == "--set"]
+        phone_sets = [c[i + 1] for i, x in enumerate(c) if x == "--phone-set"]
+        if c[1] == "matrix":
+            cfg = load_config(MatrixConfig, REPO / c[2], sets)
+            assert len(cfg.sources) == 13 and cfg.out_dir.startswith("exp/benchmark")
+        elif "train_models.py" in c[1] or c[1] == "rank-eval":
+            lid = c[c.index("--lid") + 1] if "--lid" in c and c[1] != "rank-eval" else c[c.index("--loo-config") + 1]
+            phones = c[c.index("--phones") + 1] if "--phones" in c else c[c.index("--phone-config") + 1]
+            assert len(load_config(LIDConfig, REPO / lid, sets).languages) == 13
+            load_config(PhonotacticConfig, REPO / phones, phone_sets)
+    control = [c for c in commands if "exp/benchmark_control" in " ".join(c) and c[1] == "matrix"][0]
+    cfg = load_config(MatrixConfig, REPO / control[2], [c for i, c in enumerate(control) if control[i - 1] == "--set"])
+    assert cfg.corpus.dir == "data/benchmark_control" and len(cfg.corpus.exclude_shared) == 13

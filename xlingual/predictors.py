@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import LIDConfig, PhonotacticConfig
 from .corpus import Utterance
@@ -108,10 +109,11 @@ def loo_lid_predictors(ckpts: dict[str, str | Path], targets: dict[str, list[Utt
     """From each target's leave-one-out LID: {"lid_frame", "lid_pooled", "embedding"} -> target -> source -> score.
 
     lid_frame: the mean frame posterior of each source over the target's frames (the reference method);
-    lid_pooled: the mean utterance-head posterior; embedding: cosine(mean target embedding, mean embedding of the
-    source's own speech, `sources[s]`), all under the LID that never heard the target.
+    lid_pooled: the mean utterance-head posterior; lid_fused / prlm (an LID with a phonotactic back-end): the mean
+    fused / phonotactic posterior; embedding: cosine(mean target embedding, mean embedding of the source's own
+    speech, `sources[s]`), all under the LID that never heard the target.
     """
-    out: dict[str, dict] = {"lid_frame": {}, "lid_pooled": {}, "embedding": {}}
+    out: dict[str, dict] = {"lid_frame": {}, "lid_pooled": {}, "lid_fused": {}, "prlm": {}, "embedding": {}}
     for t, ckpt in ckpts.items():
         if t not in targets:
             continue
@@ -123,6 +125,10 @@ def loo_lid_predictors(ckpts: dict[str, str | Path], targets: dict[str, list[Utt
         avg = average_scores(res, tgt)
         out["lid_frame"][t] = {s: float(avg["frame"][meta["languages"].index(s)]) for s in langs}
         out["lid_pooled"][t] = {s: float(avg["pooled"][meta["languages"].index(s)]) for s in langs}
+        for name, per in (("lid_fused", res.fused), ("prlm", res.phonotactic)):  # with a PRLM back-end
+            if per:
+                mean = torch.stack([per[i] for i in tgt]).double().mean(0)
+                out[name][t] = {s: float(mean[meta["languages"].index(s)]) for s in langs}
         if res.embedding:
             centre = _mean_embedding(res, tgt)
             out["embedding"][t] = {s: _cosine(centre, _mean_embedding(res, [u.id for u in sources[s]]))

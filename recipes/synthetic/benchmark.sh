@@ -4,9 +4,12 @@
 # Every stage is cached and resumable: re-running skips what is finished.
 #   1 matrix    the corpus (13 languages, eSpeak NG + CLDR words), then the 13 x 13 pretrain x adapt matrix and
 #               3-seed from-scratch baselines (benchmark.yaml; about 2 h on 2 cores)
-#   2 lid       the LID over the 13 languages: accuracy and confusion on held-out voices (benchmark_lid.yaml)
-#   3 rank      every predictor against the CER matrix: in-set LID; leave-one-out LID posterior, pooled posterior,
-#               embedding similarity, phonotactics (benchmark_phones.yaml) and their combination; baselines
+#   2 models    a phone recognizer on the 13 languages and the LID started from it (accuracy and confusion on
+#               held-out voices), then per target the recognizer and the LID without it (train_models.py;
+#               needs no matrix: it can run beside stage 1)
+#   3 rank      every predictor against the CER matrix: in-set LID; leave-one-out LID posterior, pooled and fused
+#               posteriors, embedding similarity, phonotactics and their combination; baselines (the models of
+#               stage 2 are reused)
 #   4 control   the same on the control corpus without shared word forms (stages 1-3 with corpus.exclude_shared)
 #   5 collect   copy what was measured (no checkpoints) into results/ranking_benchmark/ (recipes/synthetic/collect.py;
 #               `collect.py restore` puts it back into exp/ on a fresh machine: finished runs are then not redone)
@@ -36,8 +39,9 @@ pass() {
     run xlingual matrix "$here/benchmark.yaml" --jobs "$jobs" --set "out_dir=exp/$name" "${sets[@]}"
   fi
   if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-    run xlingual lid train "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" "${sets[@]}" \
-        --phones "$here/benchmark_phones.yaml" --phone-set "out_dir=exp/${name}_phones" "${phone_sets[@]}"
+    run python "$here/train_models.py" --lid "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" \
+        "${sets[@]}" --phones "$here/benchmark_phones.yaml" --phone-set "out_dir=exp/${name}_phones" \
+        "${phone_sets[@]}" --jobs "$jobs" --set train.threads=1 --phone-set train.threads=1
   fi
   if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     run xlingual rank-eval --matrix "exp/$name" --metric cer --lid "exp/${name}_lid/best.pt" \
@@ -58,7 +62,9 @@ fi
 if [ "$stop_stage" -ge 5 ]; then  # what was measured (no checkpoints): reports, every run's results, the ranking
   for name in benchmark benchmark_control; do
     for part in "" _lid _phones; do
-      [ -d "exp/$name$part" ] && run python "$here/collect.py" save "exp/$name$part" "$results/$name$part"
+      if [ -d "exp/$name$part" ] || [ -n "$dry" ]; then
+        run python "$here/collect.py" save "exp/$name$part" "$results/$name$part"
+      fi
     done
   done
 fi
