@@ -21,7 +21,7 @@ from xlingual.config import CorpusConfig, FeatureConfig, LIDConfig, ModelConfig,
 from xlingual.corpus import Utterance, read_manifest, write_manifest
 from xlingual.espeak import synthesize
 from xlingual.features import compute_features
-from xlingual.runs import load_language
+from xlingual.runspec import load_language
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -133,7 +133,7 @@ def test_a_bad_file_value_that_a_set_replaces_loads(tmp_path):
 
 def test_every_loader_checks_ranges(tmp_path):
     """from_dict is the one place: run.json / cell.json specs and checkpoint features are checked too."""
-    from xlingual.runs import RunSpec, load_spec
+    from xlingual.runspec import RunSpec, load_spec
 
     spec = to_dict(RunSpec(kind="scratch", languages=["bn"]))
     spec["train"]["grad_clip"] = -1.0

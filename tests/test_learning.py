@@ -14,7 +14,8 @@ import random
 import pytest
 
 from xlingual.config import CorpusConfig, FeatureConfig, LIDConfig, ModelConfig, TrainConfig
-from xlingual.runs import RunSpec, execute, run_data
+from xlingual.runs import execute
+from xlingual.runspec import RunSpec, run_data
 from xlingual.score import error_rates
 
 MODEL = ModelConfig(preset="tiny", d_model=64, n_heads=2, ffn_dim=128, n_layers=2, subsample_channels=16)
@@ -72,7 +73,7 @@ def _lid_spec(corpus, out, epochs=12) -> tuple[LIDConfig, RunSpec]:
                     corpus=CorpusConfig(kind="manifests", dir=str(corpus)), features=FEATS, model=MODEL,
                     train=TrainConfig(epochs=epochs, max_batch_seconds=12, lr=3e-3, warmup_steps=10, threads=2,
                                       checkpoint_every_steps=0, progress=False, device="cpu"))
-    from xlingual.lid import lid_spec
+    from xlingual.recipe import lid_spec
 
     return cfg, lid_spec(cfg)
 

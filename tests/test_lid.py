@@ -10,7 +10,8 @@ from helpers import build_corpus, split_utts, tiny_lid_config
 from xlingual.cli import main
 from xlingual.config import ConfigError, LIDConfig, load_config, to_dict
 from xlingual.features import compute_features
-from xlingual.lid import average_posteriors, frame_posteriors, load_lid, repeats_for_balance, train_lid
+from xlingual.lid import average_posteriors, frame_posteriors, load_lid, repeats_for_balance
+from xlingual.recipe import train_lid
 from xlingual.lid_scores import ScoreMatrix, matrix_markdown, read_score_matrix, score_matrix, write_score_matrix
 from xlingual.model import subsampled_lengths
 
@@ -183,7 +184,7 @@ def test_lid_starts_from_an_asr_encoder(tmp_path):
     from xlingual.config import UnitConfig
     from xlingual.features import compute_features
     from xlingual.lid import init_encoder
-    from xlingual.runs import load_language
+    from xlingual.runspec import load_language
 
     corpus = write_tiny_corpus(tmp_path / "corpus")
     asr_path = save_source(tmp_path / "asr.pt", corpus, "bn", UnitConfig(kind="char"))

@@ -122,11 +122,10 @@ def adapt_setup(tmp_path_factory):
 
 def _entry_points(corpus: CorpusConfig, source: Path, out: Path):
     """Every entry point that writes an experiment folder, called on `out`."""
-    from xlingual.lid import train_lid
+    from xlingual.recipe import adapt_spec, run_adapt, train_lid
     from xlingual.matrix import run_matrix
     from xlingual.recipe import run_recipe
     from xlingual.runs import execute
-    from xlingual.transfer import adapt_spec, run_adapt
     from xlingual.worker import run_cell
 
     train = TrainConfig(epochs=1, progress=False, threads=1, device="cpu")

@@ -9,7 +9,7 @@ import pytest
 from helpers import save_source, write_tiny_corpus
 from xlingual.config import LIDConfig, UnitConfig
 from xlingual.predictors import combine, js_distance, loo_config, phone_ngrams, phonotactic_scores
-from xlingual.runs import load_language
+from xlingual.runspec import load_language
 
 
 @pytest.mark.parametrize("p, q, expected", [

@@ -11,7 +11,8 @@ from helpers import build_corpus, split_utts, tiny_lid_config
 from xlingual.cli import main
 from xlingual.config import to_dict
 from xlingual.corpus import Utterance, read_manifest, write_manifest
-from xlingual.lid import average_scores, load_lid, posteriors_for, train_lid
+from xlingual.lid import average_scores, load_lid, posteriors_for
+from xlingual.recipe import train_lid
 from xlingual.predictors import (inventory_overlap, inventory_scores, typology_available, typology_scores,
                                  unit_inventory)
 from xlingual.rank_metrics import (evaluate_ranking, noise_ties, paired_comparison, permutation_test,

@@ -32,7 +32,7 @@ from data_prep.kaldi import read_kaldi_dir
 from helpers import FEATS, ROOT, save_source, write_tiny_corpus
 from xlingual import train as train_mod
 from xlingual.checkpoint import load_model, model_meta
-from xlingual.runs import load_language
+from xlingual.runspec import load_language
 from xlingual.asr import (build_tokenizer, make_evaluator, make_examples,
                           new_model)
 from xlingual.cli import main

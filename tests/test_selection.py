@@ -5,7 +5,7 @@ import json
 from helpers import build_corpus, tiny_lid_config
 
 from xlingual.config import MatrixConfig, from_dict
-from xlingual.lid import train_lid
+from xlingual.recipe import train_lid
 from xlingual.selection import run_selection_experiment
 
 TINY_MODEL = {"preset": "tiny", "d_model": 32, "n_heads": 2, "ffn_dim": 64, "n_layers": 1, "conv_kernel": 7,

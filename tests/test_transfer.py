@@ -12,9 +12,11 @@ from xlingual.asr import build_tokenizer
 from xlingual.checkpoint import load_model
 from xlingual.cli import main
 from xlingual.config import AdaptConfig, FeatureConfig, TrainConfig, UnitConfig
-from xlingual.runs import load_language, train
+from xlingual.recipe import adapt_spec
+from xlingual.runs import train
+from xlingual.runspec import load_language
 from xlingual.tokenizer import Tokenizer
-from xlingual.transfer import adapt_spec, check_adapt_config, choose_units, missing_units
+from xlingual.transfer import check_adapt_config, choose_units, missing_units
 
 
 def fast_train(**kw) -> TrainConfig:

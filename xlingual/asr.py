@@ -18,7 +18,7 @@ from .corpus import Utterance, ctc_feasible
 from .decode import greedy_ids, transcribe
 from .features import FeatureStore, cache_dir, cmvn_stats, compute_features
 from .fileio import read_json, write_json
-from .runs import Setup
+from .train import Setup
 from .model import AcousticModel, dims_from_config, subsampled_lengths
 from .score import error_rates, write_scores
 from .tokenizer import Tokenizer

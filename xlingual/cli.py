@@ -76,7 +76,7 @@ def _decode(args) -> None:
 
 def _adapt(args) -> None:
     from .config import AdaptRecipeConfig, load_config
-    from .transfer import run_adapt
+    from .recipe import run_adapt
 
     sets = list(args.set) + [f"language={args.language}"] + ([f"out_dir={args.out}"] if args.out else [])
     cfg = load_config(AdaptRecipeConfig, args.config, sets)

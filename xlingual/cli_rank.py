@@ -10,7 +10,7 @@ import sys
 def _lid_train(args) -> None:
     from .config import LIDConfig, load_config
     from .fileio import read_json
-    from .lid import train_lid
+    from .recipe import train_lid
 
     from .config import PhonotacticConfig
 

@@ -119,7 +119,7 @@ def run_demo(out_dir: str | Path = "xlingual_demo", scale: float = 1.0, jobs: in
     from data_prep.synthetic import prepare_synthetic
 
     from .corpus import read_manifest
-    from .lid import train_lid
+    from .recipe import train_lid
     from .lid_scores import matrix_markdown, score_matrix, write_score_matrix
     from .matrix import run_matrix
     from .rank_eval import matrix_oracle, run_rank_eval

@@ -12,7 +12,7 @@ heads, trained together:
 With embed_dim 0 the model has the frame head only (the reference's design) and an utterance's decision is the
 argmax of its mean frame posterior.
 
-    ckpt = train_lid(load_config(LIDConfig, "recipes/synthetic/lid.yaml"))
+    ckpt = recipe.train_lid(load_config(LIDConfig, "recipes/synthetic/lid.yaml"))
     out = posteriors_for(*load_lid(ckpt), utterances)   # LIDOutputs: frame posteriors, pooled, embeddings
 """
 
@@ -35,8 +35,8 @@ from .corpus import Utterance, total_hours
 from .features import FeatureStore, cache_dir, compute_features
 from .fileio import read_json, write_json, write_text
 from .model import AcousticModel, padding_mask
-from .runs import RunSpec, Setup, execute, prepare_corpus
-from .train import FRAMES_PER_SECOND, Example, bucket_batches, collate, pick_device
+from .runspec import RunSpec
+from .train import FRAMES_PER_SECOND, Example, Setup, bucket_batches, collate, pick_device
 
 SELECT = {"dev_acc": "max", "dev_loss": "min"}  # LIDConfig.select -> direction
 MAX_OVERSAMPLE = 8  # a language is repeated at most this many times per epoch (tiny languages would dominate noise)
@@ -65,39 +65,6 @@ def repeats_for_balance(hours: dict[str, float], oversample: bool = True) -> dic
         return {lang: 1 for lang in hours}
     top = max(hours.values())
     return {lang: max(1, min(MAX_OVERSAMPLE, round(top / h))) if h > 0 else 1 for lang, h in hours.items()}
-
-
-def lid_spec(cfg: LIDConfig) -> RunSpec:
-    return RunSpec(kind="lid", languages=list(cfg.languages), hours=cfg.train_hours, dev_hours=cfg.dev_hours,
-                   corpus=cfg.corpus, features=cfg.features, model=cfg.model, train=cfg.train, lid=cfg)
-
-
-def train_lid(cfg: LIDConfig, phone_cfg=None) -> Path:
-    """Train an LID classifier over cfg.languages (a run of kind "lid"); returns the path of best.pt.
-
-    phone_cfg (config.PhonotacticConfig): first train a multilingual phone recognizer on cfg.languages (cached in
-    phone_cfg.out_dir/all); the LID starts from its encoder and gets a PRLM back-end from its transcriptions.
-    Each language contributes its train split within cfg.train_hours (the same nested subset ASR budgets use);
-    with cfg.oversample, smaller languages are repeated so that each weighs about equally. Selection by
-    cfg.select on the dev splits. Resumable; a finished run with the same key is reused.
-    Outputs in cfg.out_dir: the run's files (runs.execute) and decode_{dev,test}/: report.json (accuracy of the
-    utterance decision and of the mean frame posterior, per-language accuracy, confusion matrix),
-    confusion.csv (rows: true, columns: predicted).
-    """
-    check_languages(list(cfg.languages))
-    if cfg.select not in SELECT:
-        raise ValueError(f"LIDConfig.select must be one of {sorted(SELECT)}, not {cfg.select!r}")
-    prepare_corpus(cfg.corpus, list(cfg.languages), cfg.train.progress)
-    if phone_cfg is not None:  # a phone recognizer on the same languages starts the LID and its PRLM back-end
-        from dataclasses import replace
-
-        from .predictors import phone_recognizer_spec
-
-        folder = Path(phone_cfg.out_dir) / "all"
-        execute(phone_recognizer_spec(phone_cfg, list(cfg.languages)), folder, splits=())
-        cfg = replace(cfg, init_from=str(folder / "best.pt"), prlm=True)
-    execute(lid_spec(cfg), cfg.out_dir, splits=("dev", "test"))  # test: held-out voices never used to select
-    return Path(cfg.out_dir) / "best.pt"
 
 
 def setup_lid(spec: RunSpec, data: dict, out_dir: Path) -> Setup:
@@ -132,7 +99,7 @@ def setup_lid(spec: RunSpec, data: dict, out_dir: Path) -> Setup:
     if cfg.init_from:
         init_encoder(model, cfg.init_from, features)
     if cfg.prlm:
-        from .runs import budget, load_language
+        from .runspec import budget, load_language
 
         ensure_prlm(cfg, {lang: budget(load_language(spec.corpus, lang)["train"], cfg.prlm_hours, spec.corpus.seed)
                           for lang in languages}, out_dir, cache)
@@ -148,7 +115,7 @@ def ensure_prlm(cfg: LIDConfig, train: dict[str, list[Utterance]], out_dir: Path
     """The run's phonotactic back-end (prlm.json beside its checkpoints), built from cfg.init_from's
     transcriptions of the training utterances; rebuilt only when the recognizer or the utterances changed."""
     from .prlm import PRLM_FILE, build_prlm
-    from .runs import data_fingerprint, file_digest
+    from .runspec import data_fingerprint, file_digest
 
     if not cfg.init_from:
         raise ValueError("lid.prlm needs lid.init_from: the phone recognizer whose transcriptions it models")

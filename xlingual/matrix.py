@@ -10,7 +10,7 @@ A matrix is a set of *runs* ("cells"), each a folder under `out_dir` with its ow
 
 Each run is one runs.execute() (cell.json holds its RunSpec; then run.json, the training outputs, decode_test/,
 log.txt for parallel runs, and results.json, written last). A run's hash covers its configuration, its source
-run's hash and the code version (runs.code_version); a run whose results.json carries the current hash is skipped,
+run's hash and the code version (runspec.code_version); a run whose results.json carries the current hash is skipped,
 a changed configuration or code re-runs only the runs it reaches (an adaptation run depends on its source's
 training hash, not on the source's decoding; `--dry-run` says why each run is stale; `--reuse-stale-code` keeps
 results that differ only in the code version, and the report says so), and a killed run resumes from its last.pt.
@@ -40,7 +40,8 @@ import yaml
 from .config import AdaptConfig, MatrixConfig, TrainConfig, from_dict, merge, pool_column, to_dict
 from .features import cache_dir, compute_features
 from .fileio import locked, read_json, remove_stale_tmp, write_json, write_text
-from .runs import RESULTS_FILE, RunSpec, budget, code_version, config_dict, digest, load_language, prepare_corpus
+from .runspec import (RESULTS_FILE, RunSpec, budget, code_version, config_dict, digest, load_language,
+                      prepare_corpus)
 from .transfer import check_adapt_config
 from .worker import CELL_FILE, LOG_FILE, run_cell, run_in_subprocess
 

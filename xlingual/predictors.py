@@ -25,7 +25,8 @@ import torch
 
 from .config import LIDConfig, PhonotacticConfig
 from .corpus import Utterance
-from .lid import LIDOutputs, average_scores, load_lid, posteriors_for, train_lid
+from .lid import LIDOutputs, average_scores, load_lid, posteriors_for
+from .recipe import phone_recognizer_spec, train_lid
 from .lid_scores import ScoreMatrix, matrix_from_outputs
 
 INVENTORY_KINDS = ("char", "ipa")
@@ -152,17 +153,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 # Phonotactics: a multilingual phone recognizer per target, trained without it
 
 
-def phone_recognizer_spec(cfg: PhonotacticConfig, languages: list[str]):
-    """The RunSpec of a multilingual IPA recognizer on `languages` (pooled, cfg.hours of each)."""
-    from .config import UnitConfig
-    from .runs import RunSpec
-
-    return RunSpec(kind="scratch", languages=list(languages), hours=cfg.hours, dev_hours=cfg.dev_hours,
-                   corpus=cfg.corpus,
-                   features=cfg.features, units=UnitConfig(kind="ipa"), model=cfg.model, train=cfg.train,
-                   decode=cfg.decode)
-
-
 def train_loo_phone_recognizers(cfg: PhonotacticConfig, languages: list[str], targets: list[str],
                                 jobs: int = 1) -> dict[str, Path]:
     """One recognizer per target on the other `languages` (cached runs under cfg.out_dir/without_<t>); -> best.pt.
@@ -170,7 +160,7 @@ def train_loo_phone_recognizers(cfg: PhonotacticConfig, languages: list[str], ta
     A recognizer that did not learn is no evidence: the target is then left without phonotactic scores.
     jobs: recognizers trained at once, each in its own process.
     """
-    from .runs import prepare_corpus
+    from .runspec import prepare_corpus
 
     prepare_corpus(cfg.corpus, languages, cfg.train.progress)
     jobs_args = [(phone_recognizer_spec(cfg, [x for x in languages if x != t]), Path(cfg.out_dir) / f"without_{t}")

@@ -1,12 +1,20 @@
-"""The per-language recipe: prepare -> train from scratch -> decode and score, in resumable stages."""
+"""The entry points that make one run each: the per-language recipe (prepare -> train from scratch -> decode and
+score, in resumable stages), `xlingual adapt`, LID training, and a multilingual phone recognizer.
+
+Each builds a runspec.RunSpec from a user-facing config and runs it through runs.execute.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .config import RecipeConfig, to_dict
-from .fileio import locked, read_json, write_text
-from .runs import RunSpec, execute, prepare_corpus, run_data, train
+from .config import (AdaptConfig, AdaptRecipeConfig, DecodeConfig, FeatureConfig, LIDConfig, PhonotacticConfig,
+                     RecipeConfig, UnitConfig, to_dict)
+from .fileio import exclusive_lock, locked, read_json, write_text
+from .lid import SELECT, check_languages
+from .runs import execute, train
+from .runspec import RunSpec, prepare_corpus, run_data
+from .transfer import load_source
 
 STAGES = ("prepare", "train", "score")
 
@@ -65,6 +73,71 @@ def decode_last(spec: RunSpec, out: Path, data: dict, splits: tuple[str, ...] = 
     return {"checkpoint": str(last),
             **{s: evaluate_asr(last, [u for lang in spec.languages for u in data[lang][s]], out / f"decode_last_{s}",
                                spec.corpus, spec.decode) for s in splits}}
+
+
+def adapt_spec(source_ckpt: str | Path, language: str, cfg: AdaptConfig, corpus, units: UnitConfig,
+               features: FeatureConfig | None = None, hours: float | None = None, decode=None) -> RunSpec:
+    """The RunSpec of adapting `source_ckpt` to `language` with method `cfg` (its `train` is the run)."""
+    return RunSpec(kind="adapt", languages=[language], hours=hours, corpus=corpus, features=features, units=units,
+                   train=cfg.train, adapt=cfg, source=str(source_ckpt), decode=decode or DecodeConfig())
+
+
+def run_adapt(cfg: AdaptRecipeConfig, source_ckpt: str | Path, resume: bool = True) -> dict:
+    """`xlingual adapt`: adapt, then decode and score dev and test; returns results.json's content.
+
+    Raises:
+        fileio.LockError: another run is writing cfg.out_dir.
+    """
+    import yaml
+
+    load_source(source_ckpt, cfg.adapt, cfg.features)  # fail on a wrong checkpoint before writing anything
+    out = Path(cfg.out_dir)
+    with exclusive_lock(out):  # held (re-entrant) through execute, so nothing is written while another run holds it
+        write_text(out / "config.yaml", yaml.safe_dump({"source_checkpoint": str(source_ckpt), **to_dict(cfg)},
+                                                       sort_keys=False, allow_unicode=True))
+        prepare_corpus(cfg.corpus, [cfg.language], cfg.adapt.train.progress)
+        spec = adapt_spec(source_ckpt, cfg.language, cfg.adapt, cfg.corpus, cfg.units, cfg.features,
+                          cfg.train_hours, cfg.decode)
+        return execute(spec, out, resume=resume)
+
+
+def lid_spec(cfg: LIDConfig) -> RunSpec:
+    return RunSpec(kind="lid", languages=list(cfg.languages), hours=cfg.train_hours, dev_hours=cfg.dev_hours,
+                   corpus=cfg.corpus, features=cfg.features, model=cfg.model, train=cfg.train, lid=cfg)
+
+
+def train_lid(cfg: LIDConfig, phone_cfg=None) -> Path:
+    """Train an LID classifier over cfg.languages (a run of kind "lid"); returns the path of best.pt.
+
+    phone_cfg (config.PhonotacticConfig): first train a multilingual phone recognizer on cfg.languages (cached in
+    phone_cfg.out_dir/all); the LID starts from its encoder and gets a PRLM back-end from its transcriptions.
+    Each language contributes its train split within cfg.train_hours (the same nested subset ASR budgets use);
+    with cfg.oversample, smaller languages are repeated so that each weighs about equally. Selection by
+    cfg.select on the dev splits. Resumable; a finished run with the same key is reused.
+    Outputs in cfg.out_dir: the run's files (runs.execute) and decode_{dev,test}/: report.json (accuracy of the
+    utterance decision and of the mean frame posterior, per-language accuracy, confusion matrix),
+    confusion.csv (rows: true, columns: predicted).
+    """
+    check_languages(list(cfg.languages))
+    if cfg.select not in SELECT:
+        raise ValueError(f"LIDConfig.select must be one of {sorted(SELECT)}, not {cfg.select!r}")
+    prepare_corpus(cfg.corpus, list(cfg.languages), cfg.train.progress)
+    if phone_cfg is not None:  # a phone recognizer on the same languages starts the LID and its PRLM back-end
+        from dataclasses import replace
+
+        folder = Path(phone_cfg.out_dir) / "all"
+        execute(phone_recognizer_spec(phone_cfg, list(cfg.languages)), folder, splits=())
+        cfg = replace(cfg, init_from=str(folder / "best.pt"), prlm=True)
+    execute(lid_spec(cfg), cfg.out_dir, splits=("dev", "test"))  # test: held-out voices never used to select
+    return Path(cfg.out_dir) / "best.pt"
+
+
+def phone_recognizer_spec(cfg: PhonotacticConfig, languages: list[str]):
+    """The RunSpec of a multilingual IPA recognizer on `languages` (pooled, cfg.hours of each)."""
+    return RunSpec(kind="scratch", languages=list(languages), hours=cfg.hours, dev_hours=cfg.dev_hours,
+                   corpus=cfg.corpus,
+                   features=cfg.features, units=UnitConfig(kind="ipa"), model=cfg.model, train=cfg.train,
+                   decode=cfg.decode)
 
 
 def results_table(paths: list[str | Path]) -> str:

@@ -15,7 +15,8 @@ from .corpus import Utterance, read_manifest, subset_hours, total_hours, write_m
 from .fileio import exclusive_lock, write_json, write_text
 from .lid import average_scores, load_lid, posteriors_for
 from .ranking import majority_language, rank_query
-from .runs import RunSpec, budget, execute, load_language, prepare_corpus
+from .runs import execute
+from .runspec import RunSpec, budget, load_language, prepare_corpus
 
 
 def _hours_by_language(utts: list[Utterance]) -> dict[str, float]:

@@ -52,6 +52,23 @@ class Example:
     crop: int = 0  # > 0: train on a random window of at most this many frames (LID); 0 = the whole utterance
 
 
+@dataclass
+class Setup:
+    """What a run kind (asr, transfer, lid) hands to the one training loop: runs.train passes it to fit."""
+
+    model: object  # the AcousticModel to train
+    examples: list  # the training examples (train.Example)
+    store: object  # their features (features.FeatureStore)
+    evaluate: Callable  # model -> dev metrics, after every epoch
+    select: tuple[str, str]  # (dev metric, "min" | "max") choosing best.pt
+    meta: dict  # stored in every checkpoint (checkpoint.model_meta)
+    features: FeatureConfig  # the run's features (SpecAugment settings for training)
+    param_groups: list[dict] | None = None  # AdamW groups (discriminative LRs); None = one group
+    on_epoch_start: Callable[[int], None] | None = None  # freezing plans
+    loss: Callable | None = None  # None = train.compute_loss (CTC)
+    skipped: int = 0  # training utterances left out (too short for their transcript)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

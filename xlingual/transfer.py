@@ -10,8 +10,7 @@
   5. a freezing plan (head / full / adaptation / chain-thaw / gradual unfreezing) and discriminative learning
      rates, applied by the shared training loop with the fine-tuning run's schedule (STLR by default).
 
-`run_adapt` is `xlingual adapt`: one run of kind "adapt" through runs.execute (train, decode dev and test,
-results.json).
+`xlingual adapt` (recipe.run_adapt) is one run of kind "adapt" through runs.execute.
 """
 
 from __future__ import annotations
@@ -21,13 +20,14 @@ from pathlib import Path
 from .adapters import adaptation_parameters, add_adaptation
 from .asr import build_tokenizer, fixed_tokenizer, make_evaluator, make_examples, stores
 from .checkpoint import CheckpointError, load_model, model_meta
-from .config import AdaptConfig, AdaptRecipeConfig, FeatureConfig, UnitConfig, from_dict, to_dict
+from .config import AdaptConfig, FeatureConfig, UnitConfig, from_dict, to_dict
 from .corpus import Utterance
 from .fileio import write_json
-from .runs import RunSpec, Setup, execute, file_digest, prepare_corpus
+from .runspec import RunSpec, file_digest
 from .schedules import (ADAPTATION, MODES, apply_trainable, named_groups, new_groups_after_reinit, param_groups,
                         plan_for, trainable_at)
 from .tokenizer import WORD_SEP, Tokenizer
+from .train import Setup
 
 SHARED_UNIT_KINDS = ("ipa",)  # unit kinds that mean the same thing in every language
 FEATURE_KEYS = ("n_mels", "win_ms", "hop_ms")  # what the cached features depend on (SpecAugment may differ)
@@ -196,33 +196,3 @@ def _units(source_tok, meta: dict, language: str, train: list[Utterance], units:
            keep_if_shared: bool) -> tuple[Tokenizer, dict]:
     tok, kept = choose_units(source_tok, meta.get("language"), language, train, units, keep_if_shared)
     return tok, {"kept_head": kept}
-
-
-def adapt_spec(source_ckpt: str | Path, language: str, cfg: AdaptConfig, corpus, units: UnitConfig,
-               features: FeatureConfig | None = None, hours: float | None = None, decode=None) -> RunSpec:
-    """The RunSpec of adapting `source_ckpt` to `language` with method `cfg` (its `train` is the run)."""
-    from .config import DecodeConfig
-
-    return RunSpec(kind="adapt", languages=[language], hours=hours, corpus=corpus, features=features, units=units,
-                   train=cfg.train, adapt=cfg, source=str(source_ckpt), decode=decode or DecodeConfig())
-
-
-def run_adapt(cfg: AdaptRecipeConfig, source_ckpt: str | Path, resume: bool = True) -> dict:
-    """`xlingual adapt`: adapt, then decode and score dev and test; returns results.json's content.
-
-    Raises:
-        fileio.LockError: another run is writing cfg.out_dir.
-    """
-    import yaml
-
-    from .fileio import exclusive_lock, write_text
-
-    load_source(source_ckpt, cfg.adapt, cfg.features)  # fail on a wrong checkpoint before writing anything
-    out = Path(cfg.out_dir)
-    with exclusive_lock(out):  # held (re-entrant) through execute, so nothing is written while another run holds it
-        write_text(out / "config.yaml", yaml.safe_dump({"source_checkpoint": str(source_ckpt), **to_dict(cfg)},
-                                                       sort_keys=False, allow_unicode=True))
-        prepare_corpus(cfg.corpus, [cfg.language], cfg.adapt.train.progress)
-        spec = adapt_spec(source_ckpt, cfg.language, cfg.adapt, cfg.corpus, cfg.units, cfg.features,
-                          cfg.train_hours, cfg.decode)
-        return execute(spec, out, resume=resume)

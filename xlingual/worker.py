@@ -41,7 +41,8 @@ def run_cell(cell_json: str | Path) -> dict:
 
     from .config import from_dict
     from .fileio import exclusive_lock, read_json
-    from .runs import RunSpec, execute
+    from .runs import execute
+    from .runspec import RunSpec
 
     cell_json = Path(cell_json)
     folder = cell_json.parent

@@ -16,7 +16,7 @@ import sys
 import time
 
 from xlingual.config import LIDConfig, PhonotacticConfig, load_config
-from xlingual.lid import train_lid
+from xlingual.recipe import train_lid
 from xlingual.predictors import train_loo_lids, train_loo_phone_recognizers
 
 
