@@ -42,6 +42,7 @@ def signal(seconds: float = 0.5, sr: int = 16000, channels: int = 1, freq: float
 TEXTS = {
     "bn": ["আমি ভাত খাই", "তুমি কেমন আছ", "বাংলা ভাষা", "আমার নাম রাম", "এখানে এসো", "ভালো আছি"],
     "tr": ["merhaba dünya", "bugün hava güzel", "iyi günler", "nasılsın", "çok teşekkürler", "evet hayır"],
+    "th": ["สวัสดี", "ขอบคุณ", "ภาษาไทย", "แมว", "น้ำ", "บ้าน"],
 }
 SPLITS = {"train": 6, "dev": 2, "test": 2}
 TINY = ModelConfig(preset="tiny", d_model=32, n_heads=2, ffn_dim=64, n_layers=2, subsample_channels=8)

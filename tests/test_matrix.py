@@ -247,6 +247,20 @@ def test_results_restored_on_a_fresh_machine_are_not_redone(first_run, corpus, t
     assert after["test"] == before["test"] and after["key"] == before["key"]
 
 
+def test_a_pool_of_several_languages_runs_end_to_end(tmp_path):
+    """The pooled source's run reads every language of its pool (its cell is named after all of them, a name no
+    corpus folder has); the target adapts from it and the pool gets its column."""
+    three = write_tiny_corpus(tmp_path / "corpus", ("bn", "tr", "th"))
+    cfg = config(three.dir, tmp_path / "m", "sources=[bn, tr, th]", "targets=[bn]", "pools={all: [bn, tr, th]}",
+                 "size_pairs=[]", "variant_pairs=[]", "layer_sweep=[]", "train.epochs=1", "adapt.train.epochs=1")
+    summary = run_matrix(cfg, jobs=1, progress=False)
+    pool = [n for n in summary["ran"] if n.startswith("scratch/tr+th-")]
+    assert len(pool) == 1 and not summary["failed"]
+    assert json.loads((tmp_path / "m" / pool[0] / "results.json").read_text())["languages"] == ["tr", "th"]
+    header = (tmp_path / "m" / "report" / "wer_matrix.csv").read_text().splitlines()[0]
+    assert header.split(",")[1:] == ["bn", "tr", "th", "all"]
+
+
 def test_pooled_sources_leave_the_target_out_and_become_columns(corpus, tmp_path):
     """A pool is pre-trained on its languages together; the run a target adapts from never holds the target's
     own language; at the "equal" budget the pool has the audio of one source, at "sum" that of all."""

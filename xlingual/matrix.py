@@ -305,8 +305,9 @@ def prepare_data(cfg: MatrixConfig, cells: list[Cell], progress: bool = True) ->
     Parallel runs then only read: no two processes generate the same audio or compute the same features.
     """
     budgets: dict[str, set] = {}
-    for c in cells:
-        budgets.setdefault(c.language, set()).add(c.hours)
+    for c in cells:  # a pooled source's run reads each of its languages (its cell is named after all of them)
+        for lang in c.spec.languages:
+            budgets.setdefault(lang, set()).add(c.spec.hours)
     prepare_corpus(cfg.corpus, sorted(budgets), progress)
     cache = cache_dir(cfg.corpus)
     for lang in sorted(budgets):

@@ -214,8 +214,6 @@ def budget(utts: list[Utterance], hours: float | None, seed: int = 0) -> list[Ut
     return list(utts) if hours is None else subset_hours(utts, hours, seed)
 
 
-
-
 def load_spec(path: str | Path) -> RunSpec:
     """The RunSpec of a run.json or cell.json ({"spec": ...})."""
     d = read_json(path)
