@@ -88,17 +88,23 @@ def test_nonfinite_losses_stop_with_clear_message(tiny, tmp_path, monkeypatch):
         run(tiny, tmp_path / "nan", max_nonfinite=3)
 
 
-@pytest.mark.parametrize("lr", [float("inf"), 1e12])
-def test_a_diverged_model_is_never_saved_as_a_result(tiny, tmp_path, lr):
-    """An infinite or absurd learning rate makes the weights non-finite: the run stops, and no best.pt with NaN
-    weights is left as its result."""
-    with pytest.raises(TrainingError, match="non-finite"):
-        run(tiny, tmp_path / "div", lr=lr, max_nonfinite=3)
-    best = tmp_path / "div" / "best.pt"
-    if best.is_file():  # an earlier, still finite epoch may be kept
-        from xlingual.checkpoint import load_model
+DIVERGED = [  # (lr, max_nonfinite, what stops the run); the tiny epoch has 6 steps
+    (float("inf"), 3, "3 consecutive non-finite losses"),  # the step check, within the epoch
+    (1e12, 3, "non-finite"),
+    (float("inf"), 20, "the model's weights became non-finite"),  # the epoch ends first: the end-of-epoch check
+]
 
-        load_model(best)  # refuses non-finite weights
+
+@pytest.mark.parametrize("lr, max_nonfinite, message", DIVERGED, ids=["inf, step check", "1e12, step check",
+                                                                      "inf, end of epoch"])
+def test_a_diverged_model_is_never_saved_as_a_result(tiny, tmp_path, lr, max_nonfinite, message):
+    """An infinite or absurd learning rate makes the weights non-finite: the run stops, and no best.pt with NaN
+    weights is left as its result. Where the epoch ends before `max_nonfinite` skipped steps (every step after
+    the first skipped), its dev score would still select the diverged model (issue 14: `train.lr=.inf` exited 0
+    with NaN in best.pt); the weights are checked before best.pt is written."""
+    with pytest.raises(TrainingError, match=message):
+        run(tiny, tmp_path / "div", lr=lr, max_nonfinite=max_nonfinite, epochs=1)
+    assert not (tmp_path / "div" / "best.pt").exists()  # epoch 1 diverged: nothing to keep as a result
 
 
 def test_utterance_longer_than_a_batch_is_reported(tiny, tmp_path):

@@ -123,6 +123,8 @@ def _tamper(ck: dict, case: str) -> object:
         meta["tokenizer"] = {"kind": "spm", "units": ["<blank>", "|"], "spm_model": b"garbage"}
     elif case == "missing weights":
         del ck["model"]["head.weight"]
+    elif case in ("NaN weights", "infinite weights"):  # what a diverged run would leave
+        ck["model"]["head.weight"][0, 0] = float("nan" if case == "NaN weights" else "inf")
     return ck
 
 
@@ -137,6 +139,8 @@ CRAFTED = [
     ("unknown adaptation layer", "cannot be built"),
     ("unreadable unit set", "unit set .* cannot be read"),
     ("missing weights", "weights do not fit"),
+    ("NaN weights", r"holds non-finite \(NaN/inf\) weights: the run that wrote it diverged"),
+    ("infinite weights", r"holds non-finite \(NaN/inf\) weights"),
 ]
 
 
