@@ -1,3 +1,6 @@
+import json
+import re
+
 import pytest
 import torch
 
@@ -105,6 +108,21 @@ def test_a_diverged_model_is_never_saved_as_a_result(tiny, tmp_path, lr, max_non
     with pytest.raises(TrainingError, match=message):
         run(tiny, tmp_path / "div", lr=lr, max_nonfinite=max_nonfinite, epochs=1)
     assert not (tmp_path / "div" / "best.pt").exists()  # epoch 1 diverged: nothing to keep as a result
+
+
+def test_console_shows_small_rates_and_writes_plain_lines_to_a_log(tiny, tmp_path, capsys):
+    """With stderr not a terminal (captured here, as a log file or a pipe would be) the epoch's progress is plain
+    lines, no carriage-return redraws; the epoch line shows a small learning rate in significant digits (issue
+    14: `lr=0.0` for 2e-5, and a 15-epoch log of 168 KB of redraws)."""
+    run(tiny, tmp_path / "log", lr=2e-5, epochs=1, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    record = json.loads((tmp_path / "log" / "train_log.jsonl").read_text().splitlines()[0])
+    epoch_line = [line for line in err.splitlines() if line.startswith("[log] epoch=1 ")]
+    assert len(epoch_line) == 1
+    shown = re.search(r" lr=(\S+)", epoch_line[0]).group(1)
+    assert float(shown) == pytest.approx(record["lr"], rel=1e-3) and 0 < float(shown) < 1e-4
+    assert len(err.splitlines()) < 10  # the bar's first and last line, and the epoch line
 
 
 def test_utterance_longer_than_a_batch_is_reported(tiny, tmp_path):
