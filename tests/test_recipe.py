@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from helpers import write_tiny_corpus
 from xlingual.cli import main
 
@@ -32,6 +34,14 @@ def test_tiny_recipe_end_to_end(tmp_path, capsys):
     assert (tmp_path / "exp" / "best.pt").stat().st_mtime_ns == stamp
     again = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert again["training"] == results["training"] and again["wall_seconds"] >= results["training"]["train_seconds"]
+    # wall_seconds is the whole run's (its training, resumes included, + scoring), not the call's: after an
+    # 11-minute training a stage-2-only call reported 2.8 s (issue 14)
+    done = json.loads((tmp_path / "exp" / "done.json").read_text())
+    (tmp_path / "exp" / "done.json").write_text(json.dumps({**done, "seconds": 660.0}))
+    assert main(args + ["--stage", "2"]) == 0
+    scored = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert scored["training"]["train_seconds"] == 660.0
+    assert scored["wall_seconds"] == pytest.approx(660.0 + scored["eval_seconds"], abs=0.11)
 
 
 def test_recipe_config_errors_are_clear(tmp_path, capsys):
