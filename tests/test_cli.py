@@ -60,3 +60,25 @@ def test_language_without_a_normalizer_is_one_warning_naming_the_generic_one(tmp
     assert main(["prepare", "audiodir", str(tmp_path / "in"), "--out", str(tmp_path / "out2"),
                  "--language", "tr"]) == 0  # Turkish has its own: no warning
     assert not [r for r in caplog.records if "NORMALIZERS" in r.message]
+
+
+def test_decode_reads_the_features_the_recipe_cached(tmp_path, capsys):
+    """`xlingual decode <ckpt> <corpus>/<lang>/test.jsonl` uses the corpus's feature cache (<corpus>/.features),
+    where the recipe cached that split, instead of building a second one beside the manifest (issue 14); it
+    scores as the recipe's decoding did."""
+    from helpers import save_source, write_tiny_corpus
+    from xlingual.asr import evaluate_asr
+    from xlingual.config import DecodeConfig, UnitConfig
+    from xlingual.corpus import read_manifest
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", ("tr",))
+    ckpt = save_source(tmp_path / "src.pt", corpus, "tr", UnitConfig())
+    manifest = tmp_path / "corpus" / "tr" / "test.jsonl"
+    recipe = evaluate_asr(ckpt, read_manifest(manifest), tmp_path / "decode_test", corpus, DecodeConfig())
+    cache = tmp_path / "corpus" / ".features"
+    entries = sorted(p.name for p in cache.iterdir())
+    assert main(["decode", str(ckpt), str(manifest), "--out", str(tmp_path / "d")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in cache.iterdir()) == entries  # the recipe's entry, reused
+    assert not (manifest.parent / ".features").exists()
+    assert {k: summary[k] for k in ("wer", "cer", "n_utts")} == {k: recipe[k] for k in ("wer", "cer", "n_utts")}
