@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from helpers import fake_matrix
-from xlingual.rank_eval import csv_oracle, matrix_oracle
+from helpers import fake_matrix, write_tiny_corpus
+from xlingual.rank_eval import csv_oracle, matrix_oracle, run_rank_eval
 
 THREE = ["sources=[bn,tr,th]", "targets=[bn,tr,th]", "size_pairs=[]", "variant_pairs=[]", "layer_sweep=[]",
          "variants={}"]
@@ -69,3 +69,21 @@ def test_csv_oracle_has_no_noise(tmp_path):
     o = csv_oracle(path)
     assert o["errors"] == {"bn": {"bn": 40.0, "tr": 50.0}, "tr": {"bn": 45.0, "tr": 30.0}} and o["tied"] == {}
     assert json.dumps(o)  # plain data
+
+
+@pytest.mark.parametrize("metric, other", [("cer", "WER"), ("wer", "CER")])
+def test_tables_name_the_metric_of_the_oracle(tmp_path, metric, other):
+    """The ranking tables say which error rate their numbers are: a CER oracle's tables said WER (issue 14)."""
+    fake_matrix(tmp_path / "m", THREE, cer_of)
+    write_tiny_corpus(tmp_path / "data", ("bn", "tr", "th"))
+    out = tmp_path / "eval"
+    run_rank_eval(matrix_oracle(tmp_path / "m", metric, n_boot=200), out, tmp_path / "data", baselines=("char",),
+                  n_perm=100)
+    md = (out / "ranking_eval.md").read_text()
+    m = metric.upper()
+    assert f"## Source ranking against the {m} matrix" in md and f"Oracle: test {m} (%)" in md
+    assert f"| chosen ({m}) | best ({m}) |" in md and f"Regret in {m} points" in md
+    assert other not in md
+    header = (out / "ranking_baselines_char_jaccard.csv").read_text().splitlines()[0].split(",")
+    assert f"chosen_{metric}" in header and f"best_{metric}" in header
+    assert not any(other.lower() in c for c in header)
