@@ -86,6 +86,18 @@ def test_wer_matrix_layout_like_the_reference(report):
     assert read_csv(report / "cer_matrix.csv")[1] == ["bn", "20", "25"]
 
 
+def test_every_heading_appears_once(report):
+    """A table's .md has no heading of its own: report.md (and the demo's report, which includes the .md files
+    under its own headings) printed every heading twice (issue 14)."""
+    tables = sorted(report.glob("*.md"))
+    assert len(tables) > 5
+    for path in tables:
+        if path.name != "report.md":
+            assert path.read_text().startswith("| "), path.name
+    headings = [line for line in (report / "report.md").read_text().splitlines() if line.startswith("#")]
+    assert len(headings) > 5 and len(headings) == len(set(headings))
+
+
 def test_gain_over_the_from_scratch_baseline(report):
     rows = read_csv(report / "gain_matrix.csv")
     assert rows[0] == ["adapt to \\ pretrain on", "bn", "tr", "scratch_wer"]
@@ -226,8 +238,9 @@ def test_report_of_a_folder_without_a_plan(tmp_path):
 
 @pytest.fixture
 def figures(monkeypatch):
-    """name -> {"colorbar": its colorbar labels, "legend": legend texts, "ticks": x and y tick labels} of every
-    figure saved through figures.save_figure (the one figure writer)."""
+    """name -> {"colorbar": its colorbar labels, "legend": legend texts, "ticks": x and y tick labels ("xticks",
+    "yticks" apart), "cells": the texts drawn in the axes} of every figure saved through figures.save_figure (the
+    one figure writer)."""
     import xlingual.figures as report_mod
 
     seen, real = {}, report_mod.save_figure
@@ -238,7 +251,10 @@ def figures(monkeypatch):
         seen[Path(path).name] = {
             "colorbar": [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"],
             "legend": [t.get_text() for ax in main if ax.get_legend() for t in ax.get_legend().get_texts()],
-            "ticks": [t.get_text() for ax in main for t in ax.get_xticklabels() + ax.get_yticklabels()]}
+            "ticks": [t.get_text() for ax in main for t in ax.get_xticklabels() + ax.get_yticklabels()],
+            "xticks": [t.get_text() for ax in main for t in ax.get_xticklabels()],
+            "yticks": [t.get_text() for ax in main for t in ax.get_yticklabels()],
+            "cells": [t.get_text() for ax in main for t in ax.texts]}  # heatmaps: row by row
         real(fig, path)
 
     monkeypatch.setattr(report_mod, "save_figure", save)
@@ -262,6 +278,33 @@ def test_lid_heatmap_colorbar_and_language_names(tmp_path, figures):
     fig = figures["lid_scores.png"]
     assert fig["colorbar"] == ["average LID posterior: higher = more alike"]
     assert set(fig["ticks"]) == {"Bangla (bn)", "Turkish (tr)"}  # as the matrix heatmaps, not bare codes
+
+
+@pytest.mark.parametrize("rows, columns, expected_rows, expected_columns", [
+    # the ranking folder's in-set matrix: targets sorted, LID outputs in the classifier's order
+    (["bn", "th", "tr"], ["bn", "tr", "th"], ["bn", "tr", "th"], ["bn", "tr", "th"]),
+    # a new language (lo) that is no LID output, and an output (th) with no speech scored
+    (["lo", "tr", "bn"], ["bn", "tr", "th"], ["bn", "tr", "lo"], ["bn", "tr", "th"]),
+    (["th", "bn"], ["bn", "tr", "th"], ["bn", "th"], ["bn", "th", "tr"]),
+])
+def test_lid_heatmap_puts_each_language_on_the_diagonal(tmp_path, figures, rows, columns, expected_rows,
+                                                        expected_columns):
+    """Rows and columns in one order, so the same-language cells run down the diagonal; rows ordered apart from
+    the columns made the outlined boxes zig-zag (issue 14). The values move with their labels."""
+    from xlingual.lid_scores import ScoreMatrix, write_score_matrix
+    from xlingual.report import language_label
+
+    value = {(r, c): round(0.1 * i + 0.01 * j, 2) for i, r in enumerate(rows) for j, c in enumerate(columns)}
+    grid = [[value[r, c] for c in columns] for r in rows]
+    m = ScoreMatrix(rows=rows, columns=columns, frame=grid, utterance=grid, utterances=[2] * len(rows),
+                    frames=[10] * len(rows))
+    write_score_matrix(m, tmp_path)
+    fig = figures["lid_scores.png"]
+    assert fig["xticks"] == [language_label(c) for c in expected_columns]
+    assert fig["yticks"] == [language_label(r) for r in expected_rows]
+    assert fig["cells"] == [f"{value[r, c]:.2f}" for r in expected_rows for c in expected_columns]
+    shared = [r for r in expected_rows if r in columns]
+    assert expected_rows[:len(shared)] == expected_columns[:len(shared)]  # the diagonal
 
 
 def test_learning_curve_legends_name_languages_as_the_tables_do(tmp_path, figures):

@@ -135,9 +135,19 @@ def write_score_matrix(scores: ScoreMatrix, out_dir: str | Path, name: str = "li
           *(["Utterance head (mean pooled posterior):", "", matrix_markdown(scores, "pooled")] if scores.pooled else []),
           "Scored: " + ", ".join(f"{r} {n} utts" for r, n in zip(scores.rows, scores.utterances)), ""]
     write_text(paths["md"], "\n".join(md))
-    plot_heatmap(scores.frame, scores.rows, scores.columns, paths["png"], "LID average posteriors (frame mean)",
-                 "LID output (source language)", "input language")
+    rows, columns = diagonal_order(scores.rows, scores.columns)
+    table = scores.table("frame")
+    plot_heatmap([[table[r][c] for c in columns] for r in rows], rows, columns, paths["png"],
+                 "LID average posteriors (frame mean)", "LID output (source language)", "input language")
     return paths
+
+
+def diagonal_order(rows: list[str], columns: list[str]) -> tuple[list[str], list[str]]:
+    """Rows and columns of a language x language heatmap in one order, so that each language's own cell lies on
+    the diagonal: the languages in both first (in the columns' order), then the rows that are no column (a new
+    language) and the columns that are no row (an output without speech scored), each in its own order."""
+    shared = [c for c in columns if c in rows]
+    return (shared + [r for r in rows if r not in shared], shared + [c for c in columns if c not in shared])
 
 
 def read_score_matrix(path: str | Path) -> ScoreMatrix:
