@@ -305,7 +305,9 @@ def test_rank_query_shows_its_evidence(lid_run, capsys):
     assert rank_query(best, target).measured is None  # no oracle: nothing measured to show
     assert main(["rank", "--lid", str(best), "--target", str(target)]) == 0
     out, err = capsys.readouterr()
-    assert "higher = predicted better pre-training source" in out and "scores no longer sum to 1" in out
+    # what the score is, which way is better, and why the shown scores do not sum to 1 (issue 14)
+    assert "score: the average LID posterior over its frames; higher = predicted better pre-training source" in out
+    assert "(excluded: bn, the target's own language; the scores no longer sum to 1)" in out
     assert "95% over resampled utterances" in out and "warning: only" in err
 
 
