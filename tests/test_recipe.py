@@ -73,3 +73,19 @@ def test_recipe_decodes_last_pt_too_when_asked(tmp_path, capsys):
         assert printed["last"][split] == {k: summary[k] for k in ("wer", "cer", "n_utts", "len_ratio")}
         assert (out / f"decode_{split}" / "summary.json").is_file()  # best.pt's decodes stay where they were
     assert "last" not in json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+def test_an_empty_split_stops_the_run_before_training(tmp_path, capsys, split):
+    """An empty dev.jsonl trained, scored dev WER 0.0 with n_utts 0, kept epoch 1 as best and exited 0 (issue 14).
+    Now every split of a run must hold utterances: one line naming the manifest, and nothing is trained."""
+    corpus = write_tiny_corpus(tmp_path / "corpus", ("tr",))
+    (tmp_path / "corpus" / "tr" / f"{split}.jsonl").write_text("")
+    out = tmp_path / "exp"
+    sets = [f"corpus.dir={corpus.dir}", "corpus.kind=manifests", f"out_dir={out}", "language=tr", "train.epochs=1",
+            "train.progress=false", "train.threads=1", "model.n_layers=1", "model.d_model=32", "model.ffn_dim=64",
+            "model.subsample_channels=8"]
+    assert main(["recipe"] + [x for s in sets for x in ("--set", s)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{split}.jsonl: no " in err and "Traceback" not in err
+    assert not (out / "best.pt").exists() and not (out / "results.json").exists()
