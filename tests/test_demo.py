@@ -30,3 +30,10 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
     # a second run reuses everything: no training, just the report
     again = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=1, progress=False, loo=False)
     assert again["timings_s"]["matrix_s"] < summary["timings_s"]["matrix_s"]
+
+
+def test_the_demos_lid_training_shows_progress(tmp_path):
+    """The LID trains in the demo's own process for minutes: its epochs show progress (lines in a log), where it
+    printed nothing (issue 14)."""
+    _, lid, _ = demo.demo_configs(tmp_path)
+    assert lid.train.progress
