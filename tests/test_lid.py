@@ -166,8 +166,9 @@ def test_cli_lid_train_reuses_and_lid_score_writes(lid_run, tmp_path, capsys):
     assert out["checkpoint"] == str(best) and set(out["test_per_language_accuracy"]) == set(LANGS)
     manifests = [str(corpus / lang / "test.jsonl") for lang in ("bn", "th")]
     assert main(["lid", "score", str(best), *manifests, "--out", str(tmp_path / "scores")]) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
     assert text.startswith("| input \\ LID | bn | tr | th |") and "| th |" in text
+    assert "LID feats: 6/6 utt (100%) done in" in err and "\r" not in err  # its progress, as lines in a log
     assert (tmp_path / "scores" / "lid_scores.png").is_file()
     assert main(["lid", "score", str(tmp_path / "missing.pt"), *manifests, "--out", str(tmp_path / "x")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

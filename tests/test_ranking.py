@@ -309,6 +309,7 @@ def test_rank_query_shows_its_evidence(lid_run, capsys):
     assert "score: the average LID posterior over its frames; higher = predicted better pre-training source" in out
     assert "(excluded: bn, the target's own language; the scores no longer sum to 1)" in out
     assert "95% over resampled utterances" in out and "warning: only" in err
+    assert "LID feats: 3/3 utt (100%) done in" in err  # the feature extraction shows its progress (on stderr)
 
 
 def test_rank_an_audio_folder(lid_run):

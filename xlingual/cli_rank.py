@@ -40,7 +40,8 @@ def _manifests_by_language(paths: list[str], require_text: bool = False) -> dict
 def _lid_score(args) -> None:
     from .lid_scores import matrix_markdown, score_matrix, write_score_matrix
 
-    scores = score_matrix(args.lid, _manifests_by_language(args.manifests), args.cache_dir, args.device)
+    scores = score_matrix(args.lid, _manifests_by_language(args.manifests), args.cache_dir, args.device,
+                          progress=True)
     paths = write_score_matrix(scores, args.out)
     print(matrix_markdown(scores, args.level), end="")
     print(f"written: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
@@ -66,7 +67,7 @@ def _rank(args) -> None:
 
     res = rank_query(args.lid, args.target, exclude_self=not args.keep_self, language=args.language,
                      level=args.level, max_hours=args.max_hours, cache_dir=args.cache_dir, device=args.device,
-                     oracle=args.oracle)
+                     oracle=args.oracle, progress=True)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2, ensure_ascii=False))
         return

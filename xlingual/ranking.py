@@ -95,13 +95,14 @@ def load_target(target: str | Path, language: str | None = None, work_dir: str |
 def rank_query(lid_ckpt: str | Path, target: str | Path | list[Utterance], exclude_self: bool = True,
                language: str | None = None, level: str = "frame", max_hours: float | None = None,
                cache_dir: str | Path | None = None, device: str | None = None,
-               oracle: str | Path | dict | None = None, n_boot: int = N_BOOT) -> RankResult:
+               oracle: str | Path | dict | None = None, n_boot: int = N_BOOT, progress: bool = False) -> RankResult:
     """Rank the LID model's languages as pre-training sources for `target` (manifest, audio folder or utterances).
 
     No ASR training: features of the target plus one LID forward pass. With exclude_self, the target's own
     language (given, or the manifest's majority language) is left out when the LID knows it. oracle: an
     oracle.json (or its content) of a ranking evaluation; where it measured the target's language, its answer is
-    returned beside the prediction (RankResult.measured).
+    returned beside the prediction (RankResult.measured). progress: show the feature extraction (on stderr;
+    plain lines when it is not a terminal).
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
@@ -116,7 +117,8 @@ def rank_query(lid_ckpt: str | Path, target: str | Path | list[Utterance], exclu
         else:
             utts, lang = load_target(target, language, tmp, max_hours)
             name = str(target)
-        post = posteriors_for(model, meta, utts, cache_dir if cache_dir is not None else Path(tmp) / "feats", device)
+        post = posteriors_for(model, meta, utts, cache_dir if cache_dir is not None else Path(tmp) / "feats", device,
+                              progress)
     languages = list(meta["languages"])
     keep = [j for j, x in enumerate(languages) if not (exclude_self and x == lang)]
     sums, weights = _utterance_sums(post, [u.id for u in utts], level)  # (U, L), (U,)
