@@ -164,9 +164,9 @@ def read_encoder(path: str | Path) -> EncoderFile:
         raise FileNotFoundError(f"SSL encoder checkpoint not found: {path}; {SAVE_HINT}")
     try:
         ck = _load(path)
-    except Exception as e:
-        raise CheckpointError(f"cannot load SSL encoder {path} safely: {str(e)[:200]}. Only plain tensors and data "
-                              f"are accepted; {SAVE_HINT}") from None
+    except Exception:  # torch's own words here advise weights_only=False, which would let a crafted file run code
+        raise CheckpointError(f"cannot load SSL encoder {path} safely (plain tensors and data only): it is damaged, "
+                              f"or not a file that torch.save wrote; {SAVE_HINT}") from None
     if not isinstance(ck, dict):
         raise CheckpointError(f"{path} is not an SSL encoder file (it holds a {type(ck).__name__}); {SAVE_HINT}")
     meta = ck.get("meta")
@@ -196,25 +196,35 @@ def read_encoder(path: str | Path) -> EncoderFile:
 def _check_weights(enc: EncoderFile) -> None:
     """Raise CheckpointError unless the state dict fits `builder(**config)` exactly (names and shapes).
 
-    The model is built on the meta device: no memory and no time even for a 2-billion-parameter config.
+    The reference is built with at most two transformer layers, whose names and shapes stand for all the layers
+    above the first (WavLM's first layer alone has a relative position embedding): checking a 24-layer XLS-R costs
+    a fraction of a second and of its memory. (The meta device would cost nothing per model, but its first use
+    imports torch's compiler stack: seconds at every start.)
     """
+    n = enc.config.get("encoder_num_layers")
     try:
-        with torch.device("meta"):
-            ref = build_encoder(enc.builder, enc.config).state_dict()
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"encoder_num_layers must be a positive integer, not {n!r}")
+        with torch.random.fork_rng():  # building draws random weights: the caller's generator is left alone
+            small = build_encoder(enc.builder, {**enc.config, "encoder_num_layers": min(n, 2)}).state_dict()
     except Exception as e:
         raise CheckpointError(f"{enc.path}: its config cannot build a {enc.builder}: {str(e)[:200]}; "
                               f"{SAVE_HINT}") from None
+    layer = "encoder.transformer.layers."
+    ref = {k: v.shape for k, v in small.items() if not k.startswith(layer) or k.startswith(layer + "0.")}
+    for k, v in small.items():
+        if k.startswith(layer + "1."):
+            ref.update({f"{layer}{i}.{k[len(layer) + 2:]}": v.shape for i in range(1, n)})
     missing = sorted(set(ref) - set(enc.state))
     extra = sorted(set(enc.state) - set(ref))
-    shapes = sorted(k for k in set(ref) & set(enc.state) if tuple(ref[k].shape) != tuple(enc.state[k].shape))
+    shapes = sorted(k for k in set(ref) & set(enc.state) if tuple(ref[k]) != tuple(enc.state[k].shape))
     if missing or extra or shapes:
         found = []
         for what, keys in (("missing", missing), ("unexpected", extra), ("of another shape", shapes)):
             if keys:
-                e = keys[0] + (f" {tuple(enc.state[keys[0]].shape)} vs {tuple(ref[keys[0]].shape)}"
+                e = keys[0] + (f" {tuple(enc.state[keys[0]].shape)} vs {tuple(ref[keys[0]])}"
                                if what == "of another shape" else "")
                 found.append(f"{len(keys)} weight(s) {what}, e.g. {e}")
-        n = enc.config.get("encoder_num_layers")
         raise CheckpointError(f"{enc.path}: its weights are not those of the {enc.builder} its config describes "
                               f"({n} transformer layers, width {enc.config.get('encoder_embed_dim')}): "
                               f"{'; '.join(found)}. The config and the weights come from different models; {SAVE_HINT}")
@@ -234,15 +244,26 @@ def save_pretrained(source: str, out: str | Path, normalize_waveform: bool | Non
 
     bundle = getattr(pipelines, source, None)
     if bundle is not None:
-        if not hasattr(bundle, "_params") or not hasattr(bundle, "get_model"):
-            raise ValueError(f"torchaudio.pipelines.{source} is not a wav2vec 2.0-family bundle")
-        builder = "wavlm_model" if "wavlm" in str(getattr(bundle, "_model_type", "")).lower() else "wav2vec2_model"
-        # torchaudio keeps a bundle's builder arguments in _params; a later torchaudio that moved them fails here,
-        # naming the bundle, rather than silently writing a wrong config
-        config = dict(bundle._params)
-        norm = bool(getattr(bundle, "_normalize_waveform", False)) if normalize_waveform is None else normalize_waveform
+        builder, config, norm = bundle_config(source)
+        norm = norm if normalize_waveform is None else normalize_waveform
         return save_encoder(bundle.get_model(), config, out, builder, norm, name=source)
     return _save_huggingface(source, out, normalize_waveform)
+
+
+def bundle_config(name: str) -> tuple[str, dict, bool]:
+    """(builder, builder config, normalize_waveform) of the torchaudio.pipelines bundle `name`, without downloading.
+
+    torchaudio keeps a bundle's builder arguments in its _params; a torchaudio that moved them fails here, naming
+    the bundle, rather than writing a wrong config.
+    """
+    import torchaudio.pipelines as pipelines
+
+    bundle = getattr(pipelines, name, None)
+    if bundle is None or not hasattr(bundle, "get_model") or not isinstance(getattr(bundle, "_params", None), dict):
+        raise ValueError(f"torchaudio.pipelines.{name} is not a wav2vec 2.0-family bundle whose builder config this "
+                         f"torchaudio exposes (_params); use e.g. WAV2VEC2_XLSR_300M, or a Hugging Face checkpoint")
+    builder = "wavlm_model" if "wavlm" in str(getattr(bundle, "_model_type", "")).lower() else "wav2vec2_model"
+    return builder, dict(bundle._params), bool(getattr(bundle, "_normalize_waveform", False))
 
 
 def _save_huggingface(source: str, out: str | Path, normalize_waveform: bool | None) -> Path:
