@@ -25,6 +25,7 @@ architecture with random weights.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from dataclasses import asdict, dataclass
@@ -42,6 +43,7 @@ from .audio import SAMPLE_RATE
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import AdaptConfig, DecodeConfig, FeatureConfig, SSLConfig, UnitConfig, from_dict, to_dict
 from .corpus import Utterance, ctc_feasible
+# _extract_all: the filterbank cache's shard writer, reused as is (its extractor protocol: n_mels + __call__)
 from .features import INDEX_FILE, SHARD_MB, FeatureStore, _extract_all, cache_dir
 from .fileio import read_json, write_json
 from .runspec import RunSpec, digest, file_digest
@@ -50,6 +52,8 @@ from .schedules import (ADAPTATION, apply_trainable, named_groups, new_groups_af
 from .tokenizer import Tokenizer
 from .train import FRAMES_PER_SECOND, Example, Setup, pick_device
 from .transfer import check_adapt_config
+
+log = logging.getLogger(__name__)
 
 FORMAT = "xlingual-ssl-encoder"  # the "format" field of an SSL source file (save_encoder)
 BUILDERS = ("wav2vec2_model", "wavlm_model")  # torchaudio.models builders: wav2vec 2.0, HuBERT and XLS-R share the
@@ -393,6 +397,9 @@ class SSLModel(nn.Module):
         def stage(i: int):
             return torch.set_grad_enabled(grad and i >= first)
 
+        # torchaudio's forward has no place for a module between transformer layers, so its steps are called one by
+        # one (Encoder._preprocess, Transformer._preprocess: torchaudio 2.x); tests/test_ssl.py checks that the
+        # result is still torchaudio's own forward
         with stage(0):
             x, out = self._extract(wav, n)
         with stage(1):
@@ -712,6 +719,11 @@ def setup_ssl(spec: RunSpec, data: dict, out_dir: Path, key: str) -> Setup:
     if cfg.adaptation:
         add_adaptation(model, cfg.adaptation, cfg.bottleneck)
     plan = plan_for(cfg.mode, names, spec.train.epochs, cfg.stage_epochs, new)
+    if cfg.lr_decay and cfg.lr_decay ** (len(names) - 1) > 1e3 and len(plan[-1][0]) > 1:
+        # ULMFiT's 2.6 suits a few layer groups; over a 24-layer encoder it leaves the bottom ones untrained
+        log.warning("adapt.lr_decay=%g over %d layer groups gives the frontend 1/%.3g of the head's learning rate; "
+                    "for a deep encoder use a decay near 1 (e.g. adapt.lr_decay=1.1) or null", cfg.lr_decay,
+                    len(names), cfg.lr_decay ** (len(names) - 1))
     extra = {ADAPTATION: adaptation_parameters(model)} if cfg.adaptation else None
     groups = param_groups(model, spec.train.lr, cfg.lr_decay, extra=extra)
     by_name = named_groups(model)
