@@ -334,7 +334,8 @@ class SSLModel(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module | None, dims: SSLDims, frame_samples: int, normalize: bool = False,
-                 per_utterance_extractor: bool = False, mask_time_prob: float = 0.0, mask_time_length: int = 10):
+                 per_utterance_extractor: bool = False, mask_time_prob: float = 0.0, mask_time_length: int = 10,
+                 wavlm: bool = False):
         super().__init__()
         self.encoder = encoder  # torchaudio Wav2Vec2Model, transformer cut to dims.n_layers layers; None: cached
         self.dims = dims
@@ -342,6 +343,7 @@ class SSLModel(nn.Module):
         self.normalize = normalize
         self.per_utterance_extractor = per_utterance_extractor
         self.mask_time_prob, self.mask_time_length = mask_time_prob, mask_time_length
+        self.wavlm = wavlm  # WavLM's attention takes a key padding mask, not the additive mask torchaudio builds
         self.input_net: nn.Module = nn.Identity()
         self.adapters = nn.ModuleList([nn.Identity() for _ in range(dims.n_layers if encoder is not None else 0)])
         self.head = nn.Linear(dims.d_model, dims.vocab_size)
@@ -402,8 +404,13 @@ class SSLModel(nn.Module):
         # result is still torchaudio's own forward
         with stage(0):
             x, out = self._extract(wav, n)
+        pad = torch.arange(x.shape[1], device=x.device)[None, :] >= out[:, None]  # (B, T') True at padding
+        keys = None
         with stage(1):
             x, mask = self.encoder.encoder._preprocess(x, out)  # projection; padded frames 0, attention mask
+            if self.wavlm:  # (torchaudio's own WavLM forward asserts on the additive mask it builds here); additive,
+                #   in the activations' type, as the relative position bias it is combined with
+                mask, keys = None, torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, -torch.inf)
             if self.training and self.mask_time_prob > 0:
                 x = self._mask_time(x, out)
             x = t._preprocess(x)  # convolutional position embedding (+ the input norm of a post-LN encoder)
@@ -413,13 +420,12 @@ class SSLModel(nn.Module):
                 # LayerDrop as torchaudio's Transformer.forward does it (the checkpoint's encoder_layer_drop)
                 if self.training and t.layer_drop > 0 and torch.rand(1).item() <= t.layer_drop:
                     continue
-                x, bias = layer(x, mask, position_bias=bias)
+                x, bias = layer(x, mask, position_bias=bias, key_padding_mask=keys)
                 x = adapter(x)
         with stage(2 + len(t.layers)):
             if not t.layer_norm_first:
                 # a pre-LN encoder (XLS-R) ends with a norm; it also normalizes the output of a cut-down stack
                 x = t.layer_norm(x)
-        pad = torch.arange(x.shape[1], device=x.device)[None, :] >= out[:, None]
         return x.masked_fill(pad[..., None], 0.0), out
 
     def _extract(self, wav: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -518,7 +524,8 @@ def model_from_file(enc: EncoderFile, layers: int | None, vocab_size: int, cfg: 
     return SSLModel(encoder, SSLDims(d_model=enc.d_model, n_layers=k, vocab_size=vocab_size), stride,
                     normalize=enc.normalize_waveform,
                     per_utterance_extractor=enc.config.get("extractor_mode") == "group_norm",
-                    mask_time_prob=cfg.mask_time_prob, mask_time_length=cfg.mask_time_length)
+                    mask_time_prob=cfg.mask_time_prob, mask_time_length=cfg.mask_time_length,
+                    wavlm=enc.builder == "wavlm_model")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -699,6 +706,9 @@ def setup_ssl(spec: RunSpec, data: dict, out_dir: Path, key: str) -> Setup:
     cached = uses_cache(cfg, scfg)
     enc_digest = file_digest(spec.source)
     progress = spec.train.progress
+    threads = torch.get_num_threads()
+    if spec.train.threads:  # extraction shares the machine as training will (parallel matrix-style runs)
+        torch.set_num_threads(spec.train.threads)
     if cached:
         device = pick_device(spec.train.device)
         stores = [encoder_store(utts, spec.corpus, enc, enc_digest, k, enc.normalize_waveform, enc.d_model, device,
@@ -707,6 +717,7 @@ def setup_ssl(spec: RunSpec, data: dict, out_dir: Path, key: str) -> Setup:
     else:
         stores = [waveform_store(utts, spec.corpus, progress, f"{spec.language} {what} waveforms")
                   for utts, what in ((train, "train"), (dev, "dev"))]
+    torch.set_num_threads(threads)
     # the head's initialization is part of the run's configuration; the same seed gives a cached and an uncached
     # run the same head (it is drawn after the encoder is built)
     model = model_from_file(enc, k, tokenizer.vocab_size, scfg, cached=cached, seed=spec.train.seed)
