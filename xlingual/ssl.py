@@ -687,6 +687,10 @@ def make_examples(utts: list[Utterance], store: FeatureStore, tokenizer: Tokeniz
             examples.append(Example(u.id, model.frames_10ms(rows), ids))
         else:
             infeasible.append(u.id)
+    if infeasible:
+        log.warning("%d utterance(s) are too short for their transcripts (CTC needs one encoder frame per unit) "
+                    "and are left out: %s%s", len(infeasible), ", ".join(infeasible[:5]),
+                    " ..." if len(infeasible) > 5 else "")
     return examples, infeasible
 
 
