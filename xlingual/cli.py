@@ -60,15 +60,21 @@ def _prepare_corpus(args) -> None:
 
 def _decode(args) -> None:
     from .asr import decode_and_score
-    from .checkpoint import load_model
+    from .checkpoint import load_checkpoint, load_model
     from .config import DecodeConfig, FeatureConfig, from_dict
     from .corpus import read_manifest
     from .features import cache_for_manifest, compute_features
 
-    model, tok, meta = load_model(args.checkpoint, task="asr")
     utts = read_manifest(args.manifest)
-    feats = from_dict(FeatureConfig, meta["features"])
-    store = compute_features(utts, cache_for_manifest(args.manifest), feats)  # the corpus's cache, as the recipe's
+    if (load_checkpoint(args.checkpoint).get("meta") or {}).get("model") == "ssl":  # an adapted SSL encoder
+        from .ssl import load_ssl_model, model_store
+
+        model, tok, meta = load_ssl_model(args.checkpoint)
+        store = model_store(model, meta, utts, cache_for_manifest(args.manifest).parent)
+    else:
+        model, tok, meta = load_model(args.checkpoint, task="asr")
+        feats = from_dict(FeatureConfig, meta["features"])
+        store = compute_features(utts, cache_for_manifest(args.manifest), feats)  # the corpus's cache, as the recipe's
     summary = decode_and_score(model, tok, store, utts, args.out, DecodeConfig(method=args.method,
                                                                                beam_size=args.beam_size))
     print(json.dumps(summary, indent=2))
@@ -81,6 +87,18 @@ def _adapt(args) -> None:
     sets = list(args.set) + [f"language={args.language}"] + ([f"out_dir={args.out}"] if args.out else [])
     cfg = load_config(AdaptRecipeConfig, args.config, sets)
     print(json.dumps(run_adapt(cfg, args.source_checkpoint), indent=2, ensure_ascii=False))
+
+
+def _ssl_save(args) -> None:
+    from .ssl import read_encoder, save_pretrained
+
+    norm = {"auto": None, "yes": True, "no": False}[args.normalize_waveform]
+    try:
+        enc = read_encoder(save_pretrained(args.source, args.out, norm))
+    except ImportError as e:  # transformers, optional, is missing: a message, not a traceback
+        raise RuntimeError(str(e)) from None
+    print(json.dumps({"out": str(enc.path), "name": enc.name, "builder": enc.builder, "layers": enc.n_layers,
+                      "width": enc.d_model, "normalize_waveform": enc.normalize_waveform}, indent=2))
 
 
 def _matrix(args) -> None:
@@ -117,13 +135,25 @@ def _report(args) -> None:
 def _add_transfer_parsers(sub) -> None:
     """`xlingual adapt`, `xlingual matrix`, `xlingual report`."""
     a = sub.add_parser("adapt", help="adapt a source checkpoint to a target language, decode and score")
-    a.add_argument("source_checkpoint", help="best.pt of a pre-trained model (recipe or matrix source)")
+    a.add_argument("source_checkpoint", help="best.pt of a pre-trained model (recipe or matrix source), or a "
+                   "self-supervised encoder file (`xlingual ssl-save`)")
     a.add_argument("--language", required=True, help="the target language code")
     a.add_argument("--config", help="YAML delta over xlingual.config.AdaptRecipeConfig")
     a.add_argument("--out", help="output folder (default: the config's out_dir)")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. adapt.mode=chain_thaw or adapt.train.epochs=5")
     a.set_defaults(func=_adapt)
+
+    s = sub.add_parser("ssl-save", help="write a self-supervised encoder (torchaudio bundle or Hugging Face "
+                       "checkpoint) to a local file that `xlingual adapt` takes as a source")
+    s.add_argument("source", help="a torchaudio.pipelines bundle name (WAV2VEC2_XLSR_300M, WAV2VEC2_XLSR53, "
+                   "HUBERT_BASE, WAVLM_BASE, ...; downloaded by torchaudio), or a Hugging Face model name or folder "
+                   "(needs `pip install transformers`)")
+    s.add_argument("out", help="the encoder file to write, e.g. xlsr300m.pt")
+    s.add_argument("--normalize-waveform", choices=["auto", "yes", "no"], default="auto",
+                   help="normalize each utterance's waveform before the encoder; auto = as the checkpoint was "
+                   "pre-trained (the bundle's setting, or the Hugging Face feature extractor's do_normalize)")
+    s.set_defaults(func=_ssl_save)
 
     m = sub.add_parser("matrix", help="pre-train x adapt WER matrix: cached, resumable, parallel runs + report")
     m.add_argument("config", help="YAML delta over xlingual.config.MatrixConfig")

@@ -342,6 +342,24 @@ class AdaptConfig:
 
 
 @dataclass
+class SSLConfig:
+    """How a self-supervised encoder (wav2vec 2.0, HuBERT, XLS-R, WavLM; xlingual/ssl.py) is adapted: a CTC head on
+    its output, trained with the method of AdaptConfig."""
+
+    layers: int | None = None  # keep the bottom k transformer layers and train the head on the k-th one's output
+    #   (the top layers of a pre-trained encoder are specialized to its pre-training task); None = all
+    freeze_extractor: bool = True  # the convolutional feature extractor never trains, in any mode (as in wav2vec
+    #   2.0 fine-tuning: a few minutes of speech teach it little, and its activations take most of the memory)
+    mask_time_prob: float = 0.05  # training only: about this fraction of the encoder's input frames is zeroed, in
+    #   spans of mask_time_length (wav2vec 2.0's fine-tuning regularizer; Hugging Face's default); 0 = off
+    mask_time_length: int = 10  # frames per masked span (20 ms each)
+    cache_features: bool = True  # mode "head" without adaptation layers: the frozen encoder's output is computed
+    #   once per utterance (in eval mode: no dropout or masking) and cached beside the corpus's features, for every
+    #   run that adapts from the same encoder and layers (targets, methods, seeds, budgets, decoding); false = run
+    #   the encoder in every step (its dropout and masking then act as in fine-tuning)
+
+
+@dataclass
 class AdaptRecipeConfig:
     """`xlingual adapt`: one source checkpoint adapted to one target language, decoded and scored."""
 
@@ -352,6 +370,7 @@ class AdaptRecipeConfig:
     features: FeatureConfig | None = None  # None = the checkpoint's; if given, must compute the same features
     units: UnitConfig = field(default_factory=UnitConfig)  # the target's units (a new output layer unless shared)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)  # transfer method and fine-tuning run
+    ssl: SSLConfig = field(default_factory=SSLConfig)  # used when the source is a self-supervised encoder file
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # decoding of dev and test
 
 

@@ -98,6 +98,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "PhonotacticConfig": {"hours": HOURS, "dev_hours": HOURS, "order": at_least(1)},
     "AdaptConfig": {"mode": one_of_names("schedules", "MODES"), "transfer_layers": at_least(0),
                     "bottleneck": at_least(1), "lr_decay": positive, "stage_epochs": at_least(1)},
+    "SSLConfig": {"layers": at_least(1), "mask_time_prob": fraction, "mask_time_length": at_least(1)},
     "MatrixConfig": {"source_hours": HOURS, "target_hours": HOURS, "small_source_hours": HOURS, "dev_hours": HOURS,
                      "spread_budgets": subset_of("small", "large"), "pool_budgets": subset_of("equal", "sum")},
 }

@@ -85,19 +85,34 @@ def adapt_spec(source_ckpt: str | Path, language: str, cfg: AdaptConfig, corpus,
 def run_adapt(cfg: AdaptRecipeConfig, source_ckpt: str | Path, resume: bool = True) -> dict:
     """`xlingual adapt`: adapt, then decode and score dev and test; returns results.json's content.
 
+    The source is a conformer checkpoint (a run of kind "adapt") or a self-supervised encoder file (kind "ssl",
+    ssl.py: a CTC head on the encoder, cfg.ssl says how the encoder is used).
     Raises:
         fileio.LockError: another run is writing cfg.out_dir.
     """
     import yaml
 
-    load_source(source_ckpt, cfg.adapt, cfg.features)  # fail on a wrong checkpoint before writing anything
+    from . import ssl
+
+    encoder = ssl.is_encoder_file(source_ckpt)
+    if encoder:  # fail on a wrong checkpoint or setting before writing anything
+        if cfg.features is not None:
+            raise ValueError(f"{source_ckpt} is a self-supervised encoder, which reads the waveform: remove the "
+                             f"features section (it sets filterbanks)")
+        ssl.check_source(source_ckpt, cfg.adapt, cfg.ssl)
+    else:
+        load_source(source_ckpt, cfg.adapt, cfg.features)
     out = Path(cfg.out_dir)
     with exclusive_lock(out):  # held (re-entrant) through execute, so nothing is written while another run holds it
         write_text(out / "config.yaml", yaml.safe_dump({"source_checkpoint": str(source_ckpt), **to_dict(cfg)},
                                                        sort_keys=False, allow_unicode=True))
         prepare_corpus(cfg.corpus, [cfg.language], cfg.adapt.train.progress)
-        spec = adapt_spec(source_ckpt, cfg.language, cfg.adapt, cfg.corpus, cfg.units, cfg.features,
-                          cfg.train_hours, cfg.decode)
+        if encoder:
+            spec = ssl.ssl_spec(source_ckpt, cfg.language, cfg.adapt, cfg.corpus, cfg.units, cfg.ssl, cfg.train_hours,
+                                cfg.decode)
+        else:
+            spec = adapt_spec(source_ckpt, cfg.language, cfg.adapt, cfg.corpus, cfg.units, cfg.features,
+                              cfg.train_hours, cfg.decode)
         return execute(spec, out, resume=resume)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import asr, lid, transfer
+from . import asr, lid, ssl, transfer
 from .config import to_dict
 from .fileio import exclusive_lock, read_json, write_json
 from .runspec import (RESULTS_FILE, SPEC_FILE, RunSpec, code_version, digest, file_digest, run_data, train_key)
@@ -44,6 +44,8 @@ def _setup(spec: RunSpec, data: dict, out_dir: Path, key: str):
         return lid.setup_lid(spec, data, out_dir)
     if spec.kind == "adapt":
         return transfer.setup_adapt(spec, data, out_dir, key)
+    if spec.kind == "ssl":
+        return ssl.setup_ssl(spec, data, out_dir, key)
     return asr.setup_scratch(spec, data, out_dir, key)
 
 
@@ -57,8 +59,9 @@ def evaluate(spec: RunSpec, checkpoint: str | Path, data: dict, out_dir: str | P
     if spec.kind == "lid":
         return {s: lid.evaluate_lid(checkpoint, {lang: data[lang][s] for lang in spec.languages},
                                 Path(out_dir) / f"decode_{s}", spec.corpus) for s in splits}
-    return {s: asr.evaluate_asr(checkpoint, [u for lang in spec.languages for u in data[lang][s]],
-                            Path(out_dir) / f"decode_{s}", spec.corpus, spec.decode) for s in splits}
+    score = ssl.evaluate_ssl if spec.kind == "ssl" else asr.evaluate_asr
+    return {s: score(checkpoint, [u for lang in spec.languages for u in data[lang][s]],
+                     Path(out_dir) / f"decode_{s}", spec.corpus, spec.decode) for s in splits}
 
 
 def execute(spec: RunSpec, out_dir: str | Path, splits: tuple[str, ...] = ("dev", "test"), resume: bool = True,
@@ -117,7 +120,7 @@ def execute(spec: RunSpec, out_dir: str | Path, splits: tuple[str, ...] = ("dev"
 
 def _adapt_info(spec: RunSpec, best: Path) -> dict:
     """{"adapt": method and whether the source's output layer was kept} for an adapt run, else {}."""
-    if spec.kind != "adapt":
+    if spec.kind not in ("adapt", "ssl"):
         return {}
     from .checkpoint import load_checkpoint
 
@@ -127,6 +130,8 @@ def _adapt_info(spec: RunSpec, best: Path) -> dict:
 
 
 def _source_info(spec: RunSpec) -> dict | None:
+    if spec.kind == "ssl":
+        return ssl.source_info(spec)
     if spec.kind != "adapt":
         return None
     from .checkpoint import load_checkpoint

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .config import (AdaptConfig, CorpusConfig, DecodeConfig, FeatureConfig, LIDConfig, ModelConfig, TrainConfig,
-                     UnitConfig, from_dict, to_dict)
+from .config import (AdaptConfig, CorpusConfig, DecodeConfig, FeatureConfig, LIDConfig, ModelConfig, SSLConfig,
+                     TrainConfig, UnitConfig, from_dict, to_dict)
 from .corpus import ManifestError, Utterance, read_manifest, subset_hours
 from .fileio import read_json
 
-KINDS = ("scratch", "adapt", "lid")
+KINDS = ("scratch", "adapt", "lid", "ssl")
 RUNTIME_KEYS = ("threads", "progress", "device", "checkpoint_every_steps")  # how a run executes, not what it computes
 SPEC_FILE, RESULTS_FILE, TOKENIZER_FILE = "run.json", "results.json", "tokenizer.json"
 # The modules whose code decides what a run of each kind computes; their source (without comments and docstrings)
@@ -32,14 +32,16 @@ SPEC_FILE, RESULTS_FILE, TOKENIZER_FILE = "run.json", "results.json", "tokenizer
 _COMMON = ("adapters", "asr", "audio", "checkpoint", "corpus", "distributed", "espeak", "features", "model", "runs",
            "runspec", "schedules", "text", "tokenizer", "train")
 COMPUTE_MODULES = {"scratch": _COMMON + ("decode", "score"), "adapt": _COMMON + ("decode", "score", "transfer"),
-                   "lid": _COMMON + ("lid", "prlm", "transfer")}  # lid starts from an ASR encoder (transfer checks)
+                   "lid": _COMMON + ("lid", "prlm", "transfer"),  # lid starts from an ASR encoder (transfer checks)
+                   "ssl": _COMMON + ("decode", "score", "transfer", "ssl")}
 
 
 @dataclass
 class RunSpec:
     """What one run trains and on which data; `execute(spec, out_dir)` runs it."""
 
-    kind: str  # "scratch" (random init), "adapt" (from `source`) or "lid" (a language-ID classifier)
+    kind: str  # "scratch" (random init), "adapt" (from `source`), "lid" (a language-ID classifier) or "ssl" (from
+    #   the self-supervised encoder file `source`, ssl.py)
     languages: list[str]  # trained on: one language, or several pooled (a multilingual source; LID classes)
     hours: float | None = None  # training budget per language (nested subset of its train split); None = all
     dev_hours: float | None = None  # dev budget per language (model selection); None = all
@@ -53,6 +55,7 @@ class RunSpec:
     lid: LIDConfig | None = None  # lid: dev budget, balancing, selection, utterance head (its sections other
     #   than those are replaced by the spec's corpus/features/model/train)
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # decoding of the evaluated splits (ASR)
+    ssl: SSLConfig | None = None  # ssl: how the encoder is used (layers, masking, feature cache)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -61,8 +64,10 @@ class RunSpec:
             raise ValueError("a run needs at least one language")
         if self.hours is not None and not self.hours > 0:
             raise ValueError(f"hours (the training budget) must be > 0 or null (all data), got {self.hours}")
-        if self.kind == "adapt" and (self.adapt is None or not self.source):
-            raise ValueError("an adapt run needs `adapt` (the method) and `source` (the checkpoint)")
+        if self.kind in ("adapt", "ssl") and (self.adapt is None or not self.source):
+            raise ValueError(f"an {self.kind} run needs `adapt` (the method) and `source` (the checkpoint)")
+        if self.kind == "ssl" and self.ssl is None:
+            self.ssl = SSLConfig()
         if self.kind == "lid" and self.lid is None:
             self.lid = LIDConfig(languages=list(self.languages))
 
@@ -124,6 +129,8 @@ def config_dict(spec: RunSpec, source_id: str | None = None) -> dict:
     """
     d = to_dict(spec)
     d.pop("decode")
+    if d["ssl"] is None:
+        d.pop("ssl")  # the configuration of the other kinds, and so their keys, as before SSL sources existed
     d["train"] = without_runtime(d["train"])
     if d["adapt"] is not None:
         d["adapt"].pop("train")  # the spec's `train` is the fine-tuning run
