@@ -82,3 +82,22 @@ def test_decode_reads_the_features_the_recipe_cached(tmp_path, capsys):
     assert sorted(p.name for p in cache.iterdir()) == entries  # the recipe's entry, reused
     assert not (manifest.parent / ".features").exists()
     assert {k: summary[k] for k in ("wer", "cer", "n_utts")} == {k: recipe[k] for k in ("wer", "cer", "n_utts")}
+
+
+def test_decoding_a_test_set_shows_its_progress(tmp_path, capsys):
+    """Scoring decodes silently for minutes at real sizes: `xlingual decode` and a run's scoring (train.progress)
+    print the batches decoded on stderr; the decoding of dev inside training (transcribe's default) stays quiet."""
+    from helpers import save_source, write_tiny_corpus
+    from xlingual.asr import evaluate_asr
+    from xlingual.config import DecodeConfig, UnitConfig
+    from xlingual.corpus import read_manifest
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", ("tr",))
+    ckpt = save_source(tmp_path / "src.pt", corpus, "tr", UnitConfig())
+    manifest = tmp_path / "corpus" / "tr" / "test.jsonl"
+    assert main(["decode", str(ckpt), str(manifest), "--out", str(tmp_path / "d")]) == 0
+    assert "decode" in capsys.readouterr().err
+    evaluate_asr(ckpt, read_manifest(manifest), tmp_path / "quiet", corpus, DecodeConfig())
+    assert "decode" not in capsys.readouterr().err
+    evaluate_asr(ckpt, read_manifest(manifest), tmp_path / "loud", corpus, DecodeConfig(), progress=True)
+    assert "decode" in capsys.readouterr().err

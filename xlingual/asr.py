@@ -150,21 +150,22 @@ def setup_scratch(spec, data: dict, out_dir: Path, key: str) -> Setup:
 
 
 def evaluate_asr(checkpoint: str | Path, utts: list[Utterance], out_dir: str | Path, corpus,
-                 decode: DecodeConfig) -> dict:
-    """Decode and score `utts` with the checkpoint: {wer, cer, n_utts, len_ratio}; files in out_dir."""
+                 decode: DecodeConfig, progress: bool = False) -> dict:
+    """Decode and score `utts` with the checkpoint: {wer, cer, n_utts, len_ratio}; files in out_dir.
+    progress: show feature extraction and decoding (a large test set otherwise decodes silently for minutes)."""
     from .checkpoint import load_model
     from .config import from_dict
 
     model, tok, meta = load_model(checkpoint, task="asr")
     features = from_dict(FeatureConfig, meta["features"], f"{checkpoint}: features")
-    store = compute_features(utts, cache_dir(corpus), features, progress=False)
-    summary = decode_and_score(model, tok, store, utts, out_dir, decode)
+    store = compute_features(utts, cache_dir(corpus), features, progress=progress)
+    summary = decode_and_score(model, tok, store, utts, out_dir, decode, progress=progress)
     return {k: summary[k] for k in ("wer", "cer", "n_utts", "len_ratio")}
 
 
 def decode_and_score(model: AcousticModel, tokenizer: Tokenizer, store: FeatureStore, utts: list[Utterance],
-                     out_dir: str | Path, decode: DecodeConfig, **extra) -> dict:
+                     out_dir: str | Path, decode: DecodeConfig, progress: bool = False, **extra) -> dict:
     """Decode `utts`, write hyp/ref/errors/summary files into out_dir, return the summary (WER/CER in %)."""
-    hyps = transcribe(model, store, [u.id for u in utts], tokenizer, decode)
+    hyps = transcribe(model, store, [u.id for u in utts], tokenizer, decode, progress=progress)
     refs = references(utts, tokenizer)
     return write_scores(out_dir, refs, hyps, decode=decode.method, len_ratio=len_ratio(refs, hyps), **extra)

@@ -75,8 +75,8 @@ def _decode(args) -> None:
         model, tok, meta = load_model(args.checkpoint, task="asr")
         feats = from_dict(FeatureConfig, meta["features"])
         store = compute_features(utts, cache_for_manifest(args.manifest), feats)  # the corpus's cache, as the recipe's
-    summary = decode_and_score(model, tok, store, utts, args.out, DecodeConfig(method=args.method,
-                                                                               beam_size=args.beam_size))
+    summary = decode_and_score(model, tok, store, utts, args.out,
+                               DecodeConfig(method=args.method, beam_size=args.beam_size), progress=True)
     print(json.dumps(summary, indent=2))
 
 

@@ -10,6 +10,7 @@ import torch
 
 from .config import DecodeConfig
 from .features import FeatureStore
+from .progress import progress as show_progress
 from .tokenizer import BLANK, WORD_SEP, Tokenizer
 from .train import FRAMES_PER_SECOND, Example, bucket_batches, collate
 
@@ -55,8 +56,12 @@ class BeamSearch:
 
 
 def transcribe(model: torch.nn.Module, store: FeatureStore, ids: list[str], tokenizer: Tokenizer,
-               cfg: DecodeConfig = DecodeConfig(), device: torch.device | None = None) -> dict[str, str]:
-    """Decode utterances `ids` (features from `store`) -> {id: hypothesis unit string}."""
+               cfg: DecodeConfig = DecodeConfig(), device: torch.device | None = None,
+               progress: bool = False) -> dict[str, str]:
+    """Decode utterances `ids` (features from `store`) -> {id: hypothesis unit string}.
+
+    progress: show the batches decoded (scoring a test set; off for the dev decoding inside training, which
+    prints its own epoch line)."""
     device = device or next(model.parameters()).device
     search = BeamSearch(tokenizer, cfg.beam_size) if cfg.method == "beam" else None
     if cfg.method not in ("greedy", "beam"):
@@ -66,8 +71,9 @@ def transcribe(model: torch.nn.Module, store: FeatureStore, ids: list[str], toke
     hyps: dict[str, str] = {}
     was_training = model.training
     model.eval()
+    batches = bucket_batches([e.frames for e in examples], max_frames, seed=0, epoch=0)
     with torch.no_grad():
-        for idx in bucket_batches([e.frames for e in examples], max_frames, seed=0, epoch=0):
+        for idx in show_progress(batches, desc="decode", unit="batch", enabled=progress):
             batch = collate(store, [examples[i] for i in idx])
             logits, lens = model(batch["feats"].to(device), batch["feat_lens"].to(device))
             seqs = search(logits, lens) if search else greedy_ids(logits, lens)

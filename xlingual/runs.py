@@ -14,6 +14,7 @@ Output folder of a run:
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def evaluate(spec: RunSpec, checkpoint: str | Path, data: dict, out_dir: str | P
     if spec.kind == "lid":
         return {s: lid.evaluate_lid(checkpoint, {lang: data[lang][s] for lang in spec.languages},
                                 Path(out_dir) / f"decode_{s}", spec.corpus) for s in splits}
-    score = ssl.evaluate_ssl if spec.kind == "ssl" else asr.evaluate_asr
+    if spec.kind == "ssl":
+        score = ssl.evaluate_ssl
+    else:  # scoring a test set takes minutes at real sizes: show it where the run shows its training
+        score = functools.partial(asr.evaluate_asr, progress=spec.train.progress)
     return {s: score(checkpoint, [u for lang in spec.languages for u in data[lang][s]],
                      Path(out_dir) / f"decode_{s}", spec.corpus, spec.decode) for s in splits}
 
