@@ -38,10 +38,10 @@ import torch
 
 from . import __version__
 from .adapters import adaptation_parameters, adaptation_spec, add_adaptation
-from .asr import build_tokenizer, decode_and_score, fixed_tokenizer, make_evaluator
+from .asr import build_tokenizer, decode_and_score, fixed_tokenizer, make_evaluator, make_examples
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import AdaptConfig, DecodeConfig, FeatureConfig, SSLConfig, UnitConfig, from_dict, to_dict
-from .corpus import Utterance, ctc_feasible
+from .corpus import Utterance
 from .features import FeatureStore
 from .fileio import write_json
 from .runspec import RunSpec, file_digest
@@ -51,7 +51,7 @@ from .ssl_cache import encoder_store, waveform_store
 from .ssl_encoder import EncoderFile, read_encoder
 from .ssl_model import SSLModel, model_from_file
 from .tokenizer import Tokenizer
-from .train import Example, Setup, pick_device
+from .train import Setup, pick_device
 from .transfer import check_adapt_config
 
 log = logging.getLogger(__name__)
@@ -88,25 +88,6 @@ def check_source(source: str | Path, cfg: AdaptConfig, ssl: SSLConfig) -> Encode
                          "encoder reads the waveform; use adapter and/or lhuc")
     check_adapt_config(cfg, k)
     return enc
-
-
-def make_examples(utts: list[Utterance], store: FeatureStore, tokenizer: Tokenizer,
-                  model: SSLModel) -> tuple[list[Example], list[str]]:
-    """(examples, ids left out): as asr.make_examples, with the encoder's frame rate (frames in 10 ms units for
-    batching; CTC feasibility on the encoder's output frames)."""
-    examples, infeasible = [], []
-    for u in utts:
-        ids = tokenizer.encode(tokenizer.to_units(u.text, u.language), where=f"utterance {u.id!r}")
-        rows = store.num_frames(u.id)
-        if ctc_feasible(int(model.output_lengths(torch.tensor(rows))), ids):
-            examples.append(Example(u.id, model.frames_10ms(rows), ids))
-        else:
-            infeasible.append(u.id)
-    if infeasible:
-        log.warning("%d utterance(s) are too short for their transcripts (CTC needs one encoder frame per unit) "
-                    "and are left out: %s%s", len(infeasible), ", ".join(infeasible[:5]),
-                    " ..." if len(infeasible) > 5 else "")
-    return examples, infeasible
 
 
 def setup_ssl(spec: RunSpec, data: dict, out_dir: Path, key: str) -> Setup:
@@ -177,7 +158,9 @@ def setup_ssl(spec: RunSpec, data: dict, out_dir: Path, key: str) -> Setup:
                                         "kept_head": False, "new_groups": new, "cached": cached, "layers": k,
                                         "plan": [[sorted(g), n] for g, n in plan], "adapt": to_dict(cfg),
                                         "ssl": to_dict(scfg)})
-    examples, skipped = make_examples(train, store, tokenizer, model)
+    # CTC feasibility on the encoder's output frames; batching lengths in 10 ms frames
+    examples, skipped = make_examples(train, store, tokenizer, output_lengths=model.output_lengths,
+                                      budget=model.frames_10ms)
     return Setup(model, examples, store, make_evaluator(dev_store, dev, tokenizer), ("dev_cer", "min"), meta,
                  FeatureConfig(specaugment=False),  # SpecAugment masks filterbanks; the encoder masks time itself
                  param_groups=groups, on_epoch_start=on_epoch_start, skipped=len(skipped))
