@@ -1,6 +1,6 @@
-"""Self-supervised encoders as sources (xlingual/ssl.py): a tiny randomly initialized wav2vec 2.0-architecture encoder
-saved to a local file, adapted end to end (resume, adaptation layers, freezing plans), the frozen-output cache, and
-the errors for files of another architecture."""
+"""Self-supervised encoders as sources (xlingual/ssl.py, ssl_encoder.py, ssl_model.py, ssl_cache.py): a tiny randomly
+initialized wav2vec 2.0-architecture encoder saved to a local file, adapted end to end (resume, adaptation layers,
+freezing plans), the frozen-output cache, and the errors for files of another architecture."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchaudio
 
-import xlingual.ssl as ssl_mod
+import xlingual.ssl_cache as ssl_cache
 import xlingual.train as train_mod
 from helpers import SPLITS, save_source, write_tiny_corpus
 from xlingual.audio import load_audio
@@ -22,8 +22,9 @@ from xlingual.config import AdaptConfig, SSLConfig, TrainConfig, UnitConfig
 from xlingual.runs import execute, train
 from xlingual.runspec import RunSpec, config_dict, load_language
 from xlingual.schedules import param_groups, plan_for
-from xlingual.ssl import (WAVE_FRAME, build_encoder, check_source, load_ssl_model, model_from_file, read_encoder,
-                          save_encoder, ssl_spec, waveform_rows)
+from xlingual.ssl import check_source, load_ssl_model, model_store, ssl_spec
+from xlingual.ssl_encoder import build_encoder, bundle_config, read_encoder, save_encoder, save_pretrained
+from xlingual.ssl_model import WAVE_FRAME, model_from_file, waveform_rows
 
 # XLS-R's architecture (layer-norm feature extractor, pre-LN transformer, 320-sample stride) at a tiny width
 XLSR_TINY = dict(extractor_mode="layer_norm", extractor_conv_bias=True,
@@ -200,8 +201,8 @@ def test_fine_tuning_with_adapters_learns_resumes_bit_identical_and_scores(corpu
 
 def test_head_only_trains_on_cached_encoder_outputs_reused_by_later_targets(corpus, encoder, tmp_path, monkeypatch):
     calls = []
-    real = ssl_mod._EncoderOutputs.__call__
-    monkeypatch.setattr(ssl_mod._EncoderOutputs, "__call__", lambda self, wav: calls.append(1) or real(self, wav))
+    real = ssl_cache._EncoderOutputs.__call__
+    monkeypatch.setattr(ssl_cache._EncoderOutputs, "__call__", lambda self, wav: calls.append(1) or real(self, wav))
 
     tr = execute(spec_for(corpus, encoder, "tr", mode="head"), tmp_path / "tr")
     assert len(calls) == sum(SPLITS.values())  # tr's train, dev and test utterances, each encoded once
@@ -212,7 +213,7 @@ def test_head_only_trains_on_cached_encoder_outputs_reused_by_later_targets(corp
     # the cache holds exactly what the encoder computes for the utterance alone
     model, _, meta = load_ssl_model(best)
     utt = load_language(corpus, "tr")["train"][0]
-    store = ssl_mod.model_store(model, meta, [utt], corpus)
+    store = model_store(model, meta, [utt], corpus)
     full = model_from_file(read_encoder(encoder), None, 1).eval()
     with torch.no_grad():
         hidden, _ = full.encode(*rows_of(utt))
@@ -323,7 +324,7 @@ def test_cli_adapt_refuses_a_wrong_encoder_before_touching_anything(corpus, tmp_
                                                               ("WAVLM_BASE", "wavlm_model", 768, False)])
 def test_bundle_configs_build_the_models_ssl_save_writes(name, builder, width, normalize):
     """The README's command relies on torchaudio keeping a bundle's builder arguments (no download here)."""
-    got_builder, config, norm = ssl_mod.bundle_config(name)
+    got_builder, config, norm = bundle_config(name)
     assert (got_builder, config["encoder_embed_dim"], norm) == (builder, width, normalize)
     model = build_encoder(builder, {**config, "encoder_num_layers": 1})  # one layer: the shapes, cheaply
     assert model.encoder.transformer.layers[0].attention is not None
@@ -367,7 +368,7 @@ def test_a_hugging_face_checkpoint_converts_through_torchaudio(tmp_path):
                                       num_conv_pos_embedding_groups=4, do_stable_layer_norm=True,
                                       feat_extract_norm="layer")
     transformers.Wav2Vec2Model(cfg).save_pretrained(tmp_path / "hf")
-    enc = read_encoder(ssl_mod.save_pretrained(str(tmp_path / "hf"), tmp_path / "hf.pt"))
+    enc = read_encoder(save_pretrained(str(tmp_path / "hf"), tmp_path / "hf.pt"))
     assert enc.n_layers == 2 and enc.d_model == 32
 
 

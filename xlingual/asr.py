@@ -27,12 +27,16 @@ from .train import FRAMES_PER_SECOND, Example, bucket_batches, collate, loss_fro
 log = logging.getLogger(__name__)
 
 
-def make_examples(utts: list[Utterance], store: FeatureStore, tokenizer: Tokenizer,
-                  strict: bool = True) -> tuple[list[Example], list[str]]:
+def make_examples(utts: list[Utterance], store: FeatureStore, tokenizer: Tokenizer, strict: bool = True,
+                  output_lengths: Callable[[torch.Tensor], torch.Tensor] = subsampled_lengths,
+                  budget: Callable[[int], int] | None = None) -> tuple[list[Example], list[str]]:
     """(examples, ids left out): each transcript encoded; utterances too short for their transcript (an infinite
     CTC loss that would skip their whole batch every epoch) are left out and returned by id.
 
     strict=False (dev sets) drops units the model cannot emit, rather than failing on a rare character.
+    output_lengths: the model's input frames -> its output frames, on which CTC feasibility is judged (default the
+    conformer's subsampling; an SSL model's encoder frames). budget: input frames -> an example's batching length in
+    the training loop's 10 ms frames (default: the input frames themselves).
     Raises:
         UnitError naming the utterance when a unit is missing from the unit set (strict).
     """
@@ -40,8 +44,8 @@ def make_examples(utts: list[Utterance], store: FeatureStore, tokenizer: Tokeniz
     for u in utts:
         ids = tokenizer.encode(tokenizer.to_units(u.text, u.language), where=f"utterance {u.id!r}", strict=strict)
         n = store.num_frames(u.id)
-        if ctc_feasible(int(subsampled_lengths(torch.tensor(n))), ids):
-            examples.append(Example(u.id, n, ids))
+        if ctc_feasible(int(output_lengths(torch.tensor(n))), ids):
+            examples.append(Example(u.id, n if budget is None else budget(n), ids))
         else:
             infeasible.append(u.id)
     if infeasible:

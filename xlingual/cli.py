@@ -90,7 +90,7 @@ def _adapt(args) -> None:
 
 
 def _ssl_save(args) -> None:
-    from .ssl import read_encoder, save_pretrained
+    from .ssl_encoder import read_encoder, save_pretrained
 
     norm = {"auto": None, "yes": True, "no": False}[args.normalize_waveform]
     try:

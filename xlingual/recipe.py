@@ -86,15 +86,16 @@ def run_adapt(cfg: AdaptRecipeConfig, source_ckpt: str | Path, resume: bool = Tr
     """`xlingual adapt`: adapt, then decode and score dev and test; returns results.json's content.
 
     The source is a conformer checkpoint (a run of kind "adapt") or a self-supervised encoder file (kind "ssl",
-    ssl.py: a CTC head on the encoder, cfg.ssl says how the encoder is used).
+    ssl.py: a CTC head on the encoder, cfg.ssl says how the encoder is used; ssl_encoder.py: the file).
     Raises:
         fileio.LockError: another run is writing cfg.out_dir.
     """
     import yaml
 
     from . import ssl
+    from .ssl_encoder import is_encoder_file
 
-    encoder = ssl.is_encoder_file(source_ckpt)
+    encoder = is_encoder_file(source_ckpt)
     if encoder:  # fail on a wrong checkpoint or setting before writing anything
         if cfg.features is not None:
             raise ValueError(f"{source_ckpt} is a self-supervised encoder, which reads the waveform: remove the "

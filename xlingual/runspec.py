@@ -33,7 +33,7 @@ _COMMON = ("adapters", "asr", "audio", "checkpoint", "corpus", "distributed", "e
            "runspec", "schedules", "text", "tokenizer", "train")
 COMPUTE_MODULES = {"scratch": _COMMON + ("decode", "score"), "adapt": _COMMON + ("decode", "score", "transfer"),
                    "lid": _COMMON + ("lid", "prlm", "transfer"),  # lid starts from an ASR encoder (transfer checks)
-                   "ssl": _COMMON + ("decode", "score", "transfer", "ssl")}
+                   "ssl": _COMMON + ("decode", "score", "transfer", "ssl", "ssl_cache", "ssl_encoder", "ssl_model")}
 
 
 @dataclass
