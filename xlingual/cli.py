@@ -65,14 +65,18 @@ def _decode(args) -> None:
     from .corpus import read_manifest
     from .features import cache_for_manifest, compute_features
 
-    utts = read_manifest(args.manifest)
-    if (load_checkpoint(args.checkpoint).get("meta") or {}).get("model") == "ssl":  # an adapted SSL encoder
+    # the checkpoint first: a refused file (foreign, unsafe, diverged) is the error to report, whatever the manifest
+    ssl_model = (load_checkpoint(args.checkpoint).get("meta") or {}).get("model") == "ssl"  # an adapted SSL encoder
+    if ssl_model:
         from .ssl import load_ssl_model, model_store
 
         model, tok, meta = load_ssl_model(args.checkpoint)
-        store = model_store(model, meta, utts, cache_for_manifest(args.manifest).parent)
     else:
         model, tok, meta = load_model(args.checkpoint, task="asr")
+    utts = read_manifest(args.manifest)
+    if ssl_model:
+        store = model_store(model, meta, utts, cache_for_manifest(args.manifest).parent)
+    else:
         feats = from_dict(FeatureConfig, meta["features"])
         store = compute_features(utts, cache_for_manifest(args.manifest), feats)  # the corpus's cache, as the recipe's
     summary = decode_and_score(model, tok, store, utts, args.out,
