@@ -18,6 +18,9 @@ from xlingual.runs import execute
 from xlingual.runspec import RunSpec, run_data
 from xlingual.score import error_rates
 
+# The ASR runs use one torch thread: the suite runs two test processes on two cores, and two spinning OpenMP threads
+# beside another busy process ran that setup 5x slower (303 s instead of ~60 s) in CI. (The LID keeps 2 threads: with
+# 1 its float path differs and it reached 0.71 instead of >= 0.8; the threshold is not lowered to suit a thread count.)
 MODEL = ModelConfig(preset="tiny", d_model=64, n_heads=2, ffn_dim=128, n_layers=2, subsample_channels=16)
 FEATS = FeatureConfig(n_mels=40)
 
@@ -25,7 +28,7 @@ FEATS = FeatureConfig(n_mels=40)
 def _asr_spec(corpus, epochs=40) -> RunSpec:
     return RunSpec(kind="scratch", languages=["tr"], corpus=CorpusConfig(kind="manifests", dir=str(corpus)),
                    features=FEATS, model=MODEL,
-                   train=TrainConfig(epochs=epochs, max_batch_seconds=6, lr=5e-3, warmup_steps=20, threads=2,
+                   train=TrainConfig(epochs=epochs, max_batch_seconds=6, lr=5e-3, warmup_steps=20, threads=1,
                                      checkpoint_every_steps=0, progress=False, device="cpu"))
 
 
