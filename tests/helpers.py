@@ -88,6 +88,18 @@ def settings(corpus_dir, out_dir, *extra) -> list[str]:
             "train.device=cpu", "adapt.train.device=cpu", "train.threads=1", "adapt.train.threads=1", *extra]
 
 
+# a 2 x 1 matrix (sources bn, tr; target bn) of one-epoch runs: the executors' tests (local jobs and real SLURM)
+TWO_BY_ONE = ("sources=[bn, tr]", "targets=[bn]", "source_hours=0.001", "size_pairs=[]", "variant_pairs=[]",
+              "layer_sweep=[]", "train.epochs=1", "small_train={epochs: 1}", "adapt.train.epochs=1")
+
+
+def two_by_one(corpus_dir, out_dir, *extra):
+    """The MatrixConfig of TWO_BY_ONE over the tiny manifests in corpus_dir."""
+    from xlingual.config import MatrixConfig, load_config
+
+    return load_config(MatrixConfig, TINY_YAML, settings(corpus_dir, out_dir, *TWO_BY_ONE, *extra))
+
+
 def mtimes(out: Path) -> dict[str, int]:
     return {str(p.parent.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("**/results.json")}
 

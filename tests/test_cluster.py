@@ -12,22 +12,16 @@ import os
 
 import pytest
 
-from helpers import TINY_YAML, mtimes, settings, write_tiny_corpus
+from helpers import TINY_YAML, mtimes, write_tiny_corpus
+from helpers import two_by_one as config
 from xlingual import cluster
 from xlingual import matrix as matrix_mod
 from xlingual.cli import main
 from xlingual.cluster import SlurmOptions
-from xlingual.config import MatrixConfig, load_config
 from xlingual.matrix import cell_status, plan_cells, run_matrix
 
 # 2 sources x 1 target; the source budget equals the target's, so bn's source is also bn's baseline: 4 runs
-TWO_BY_ONE = ("sources=[bn, tr]", "targets=[bn]", "source_hours=0.001", "size_pairs=[]", "variant_pairs=[]",
-              "layer_sweep=[]", "train.epochs=1", "small_train={epochs: 1}", "adapt.train.epochs=1")
 LOCAL_JOBS = SlurmOptions(cluster="local", cpus_per_task=1, poll_s=0.2, timeout_min=10)
-
-
-def config(corpus_dir, out_dir, *extra) -> MatrixConfig:
-    return load_config(MatrixConfig, TINY_YAML, settings(corpus_dir, out_dir, *TWO_BY_ONE, *extra))
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from slurm_cluster import MAX_TIME, NODE, PARTITION
-from test_cluster import TWO_BY_ONE, config
-from test_matrix import TINY_YAML, mtimes, settings
-from test_transfer import write_tiny_corpus
+from helpers import TINY_YAML, TWO_BY_ONE, mtimes, settings, write_tiny_corpus
+from helpers import two_by_one as config
 from xlingual import matrix as matrix_mod
 from xlingual.cluster import SlurmOptions
 from xlingual.matrix import MatrixError, run_matrix
