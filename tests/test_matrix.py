@@ -261,6 +261,23 @@ def test_a_pool_of_several_languages_runs_end_to_end(tmp_path):
     assert header.split(",")[1:] == ["bn", "tr", "th", "all"]
 
 
+def test_pool_units_change_only_the_pooled_runs(corpus, tmp_path):
+    """pool_units gives the pooled sources their own unit set (IPA shares phones across scripts); every other run
+    keeps its units and its key, so finished runs stay finished."""
+    base = ("sources=[bn, tr, th]", "targets=[bn]", "pools={all: [bn, tr, th]}", "size_pairs=[]",
+            "variant_pairs=[]", "layer_sweep=[]")
+    plain = plan_cells(config(corpus.dir, tmp_path, *base))
+    ipa = plan_cells(config(corpus.dir, tmp_path, *base, "pool_units={kind: ipa}"))
+    pooled = {n for n, c in ipa.items() if c.kind == "scratch" and len(c.spec.languages) > 1}
+    assert pooled == {"scratch/tr+th-all/seed0"} and ipa["scratch/tr+th-all/seed0"].spec.units.kind == "ipa"
+    assert plain["scratch/tr+th-all/seed0"].spec.units.kind == "char"
+    others = [n for n, c in ipa.items() if n not in pooled and (c.source_cell is None
+                                                                 or c.source_cell.name not in pooled)]
+    assert len(others) == len(ipa) - 2 and all(n in plain and ipa[n].hash == plain[n].hash for n in others)
+    adapted = next(c for c in ipa.values() if c.kind == "adapt" and c.source_cell.name in pooled)
+    assert adapted.spec.units.kind == "char"  # the target keeps its own units: a new output layer over IPA
+
+
 def test_pooled_sources_leave_the_target_out_and_become_columns(corpus, tmp_path):
     """A pool is pre-trained on its languages together; the run a target adapts from never holds the target's
     own language; at the "equal" budget the pool has the audio of one source, at "sum" that of all."""

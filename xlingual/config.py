@@ -408,6 +408,9 @@ class MatrixConfig:
     pool_budgets: list[str] = field(default_factory=lambda: ["equal"])  # "equal": source_hours in all, split
     #   evenly over the pool's languages (the audio of one single source; column <name>); "sum": source_hours of
     #   every language (column <name>-sum)
+    pool_units: UnitConfig | None = None  # the unit set of the pooled sources; None = `units`. "ipa" shares eSpeak
+    #   phones across scripts: a character set over many scripts gives each unit a few seconds of audio, and a pool
+    #   of 12 languages x 1.25 min did not get past blanks in 15 epochs with it (results/ranking_benchmark)
     out_dir: str = "exp/matrix"  # one folder per run, plus report/
     corpus: CorpusConfig = field(default_factory=CorpusConfig)  # the manifests of every language
     features: FeatureConfig = field(default_factory=FeatureConfig)  # shared by all runs (transfer needs the same)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import AdaptConfig, MatrixConfig, TrainConfig, from_dict, merge, pool_column, to_dict
+from .config import AdaptConfig, MatrixConfig, TrainConfig, UnitConfig, from_dict, merge, pool_column, to_dict
 from .features import cache_dir, compute_features
 from .fileio import locked, read_json, remove_stale_tmp, write_json, write_text
 from .runspec import (RESULTS_FILE, RunSpec, budget, code_version, config_dict, digest, load_language,
@@ -174,17 +174,18 @@ def plan_cells(cfg: MatrixConfig) -> dict[str, Cell]:
         return existing
 
     def scratch(lang: str, hours: float | None, seed: int, role: dict, train: TrainConfig | None = None,
-                languages: list[str] | None = None) -> Cell:
+                languages: list[str] | None = None, units: UnitConfig | None = None) -> Cell:
         train = train or (cfg.train if hours == cfg.source_hours else small_train)
         spec = RunSpec(kind="scratch", languages=languages or [lang], hours=hours, model=cfg.model,
-                       train=_seeded(train, seed), **common)
+                       train=_seeded(train, seed), **{**common, "units": units or cfg.units})
         return add(Cell(f"scratch/{lang}-{hours_tag(hours)}/seed{seed}", "scratch", lang, hours, seed, spec), role)
 
     def pooled(name: str, langs: list[str], budget: str, seed: int) -> Cell:
         """A multilingual source: langs pre-trained together (the pool minus the target it is for)."""
         hours = cfg.source_hours if budget == "sum" or cfg.source_hours is None else cfg.source_hours / len(langs)
         return scratch("+".join(langs), hours, seed, {"table": "source", "source": pool_column(name, budget),
-                                                      "budget": "large"}, train=cfg.train, languages=langs)
+                                                      "budget": "large"}, train=cfg.train, languages=langs,
+                       units=cfg.pool_units)
 
     def adapted(src: Cell, tgt: str, label: str, method: AdaptConfig, seed: int, role: dict) -> Cell:
         if method.transfer_layers == n_layers:
