@@ -27,6 +27,11 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
         assert heading in report
     assert [r["language"] for r in summary["query"]["ranking"]] and summary["wall_seconds"] > 0
     assert (tmp_path / "demo" / "matrix" / "report" / "wer_matrix.png").is_file()
+    # a one-epoch toy LID: if it did not learn, the report says its query is no evidence (and rank-eval drops it)
+    import json
+
+    learned = json.loads((tmp_path / "demo" / "lid" / "results.json").read_text())["learned"]
+    assert ("**Warning**: the LID" in report and "no evidence" in report) == (not learned)
     # a second run reuses everything: no training, just the report
     again = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=1, progress=False, loo=False)
     assert again["timings_s"]["matrix_s"] < summary["timings_s"]["matrix_s"]

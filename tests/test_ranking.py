@@ -312,6 +312,31 @@ def test_rank_query_shows_its_evidence(lid_run, capsys):
     assert "LID feats: 3/3 utt (100%) done in" in err  # the feature extraction shows its progress (on stderr)
 
 
+@pytest.mark.parametrize("learned", [True, False])
+def test_an_lid_that_did_not_learn_is_no_evidence(lid_run, tmp_path, learned):
+    """A query with an LID whose run did not learn warns; rank-eval gives no in-set scores from it (issue 11)."""
+    import shutil
+
+    from xlingual.rank_eval import csv_oracle, run_rank_eval
+
+    _, best, corpus = lid_run
+    ckpt = tmp_path / "lid" / "best.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(best, ckpt)
+    record = json.loads((best.parent / "results.json").read_text())
+    (ckpt.parent / "results.json").write_text(json.dumps({**record, "learned": learned}))
+    res = rank_query(ckpt, corpus / "bn" / "test.jsonl")
+    assert any("did not learn" in w and "no evidence" in w for w in res.warnings) == (not learned)
+    wer = tmp_path / "wer.csv"
+    wer.write_text("adapt to \\ pretrain on,bn,tr,th\nbn,60.0*,62.0,65.0\ntr,70.0,55.0*,71.0\nth,80.0,81.0,75.0*\n")
+    ev = run_rank_eval(csv_oracle(wer), tmp_path / "eval", corpus, lid_ckpt=ckpt, baselines=(), n_perm=100)
+    assert ("in_set" in ev["evaluations"]) == learned
+    assert any("did not learn" in n for n in ev["notes"]) == (not learned)
+    kept = run_rank_eval(csv_oracle(wer), tmp_path / "kept", corpus, lid_ckpt=ckpt, baselines=(), n_perm=100,
+                         keep_unlearned=True)
+    assert "in_set" in kept["evaluations"]
+
+
 def test_rank_an_audio_folder(lid_run):
     _, best, corpus = lid_run
     res = rank_query(best, corpus / "th" / "wav" / "test", language="th")
@@ -383,9 +408,27 @@ def test_cli_rank_eval_in_set_loo_and_baselines(lid_run, tmp_path, capsys):
     loo = tmp_path / "lid.yaml"
     loo.write_text(yaml.safe_dump(to_dict(cfg)))
     out = tmp_path / "eval"
+    # first as a user would: the 2-epoch toy LIDs may not have learned, and those give no scores
     assert main(["rank-eval", "--lid", str(best), "--wer-matrix", str(wer), "--out", str(out),
                  "--loo-config", str(loo), "--set", f"out_dir={tmp_path / 'loo'}"]) == 0
+    capsys.readouterr()
+    res = json.loads((out / "ranking_eval.json").read_text())
+    learned = {t: json.loads((tmp_path / "loo" / "loo" / f"without_{t}" / "results.json").read_text())["learned"]
+               for t in ("bn", "tr", "th")}
+    assert sorted(res["loo_lid_unlearned"]) == sorted(t for t, ok in learned.items() if not ok)
+    loo_scores = out / "loo_scores.json"
+    scored = set(json.loads(loo_scores.read_text())["checkpoints"]) if loo_scores.is_file() else set()
+    assert scored == {t for t, ok in learned.items() if ok}
+    in_set_learned = json.loads((best.parent / "results.json").read_text())["learned"]
+    assert ("in_set" in res["evaluations"]) == in_set_learned
+    # then with the toy LIDs kept (checking the pipeline): every row is there, and the notes say what is no evidence
+    assert main(["rank-eval", "--lid", str(best), "--wer-matrix", str(wer), "--out", str(out),
+                 "--loo-config", str(loo), "--set", f"out_dir={tmp_path / 'loo'}", "--keep-unlearned"]) == 0
     md = capsys.readouterr().out
+    if not all(learned.values()):
+        unlearned = ", ".join(sorted(t for t, ok in learned.items() if not ok))
+        assert any(f"the LID without {unlearned} did not learn" in n and "no evidence" in n
+                   for n in json.loads((out / "ranking_eval.json").read_text())["notes"])
     for row in ("| in_set | lid_frame | 3 |", "| loo | lid_frame | 3 |", "| loo | lid_pooled | 3 |",
                 "| loo | embedding | 3 |", "| loo | combined | 3 |", "| baselines | char_jaccard | 3 |"):
         assert row in md, row

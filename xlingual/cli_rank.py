@@ -114,7 +114,8 @@ def _rank_eval(args) -> None:
     baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
     run_rank_eval(oracle, args.out, data_dir, split=args.split, lid_ckpt=args.lid, loo_cfg=loo, phone_cfg=phones,
                   baselines=baselines, k=args.k, n_perm=args.n_perm, level=args.level, max_hours=args.max_hours,
-                  cache_dir=args.cache_dir, device=args.device, jobs=args.jobs, lid_from_phones=args.lid_from_phones)
+                  cache_dir=args.cache_dir, device=args.device, jobs=args.jobs, lid_from_phones=args.lid_from_phones,
+                  keep_unlearned=args.keep_unlearned)
     print((Path(args.out) / "ranking_eval.md").read_text(encoding="utf-8"), end="")
 
 
@@ -186,6 +187,9 @@ def add_lid_parsers(sub) -> None:
                    "--phone-config")
     e.add_argument("--lid-from-phones", action="store_true", help="start each leave-one-out LID from the encoder "
                    "of that target's phone recognizer (needs --phone-config)")
+    e.add_argument("--keep-unlearned", action="store_true", help="also score with LIDs that did not learn (dev "
+                   "accuracy not clearly above chance); their rows are then no evidence, and the notes say so: "
+                   "for checking a pipeline on tiny data")
     e.add_argument("--jobs", type=int, default=1, help="leave-one-out models trained at once (a process each; set "
                    "their train.threads so that jobs x threads fits the cores)")
     e.add_argument("--baselines", default="char,ipa,typology", help="comma list of char, ipa, typology; or none")

@@ -197,6 +197,8 @@ def _write_report(out: Path, report_dir: Path, scores, ranking: dict, query, sum
                     f"{100 * q['stability']:.0f}% of resamples{'' if lo > 0 else ': a tie within noise'}). "
                     f"{q['n_utterances']} utterances ({q['hours'] * 60:.1f} min of audio) ranked in "
                     f"{q['seconds']:.1f} s, with no ASR training.")
+    if q["warnings"]:  # e.g. an LID that did not learn: its ranking is no evidence
+        query_lines += "\n\n" + "\n".join(f"**Warning**: {w}" for w in q["warnings"])
     m = q.get("measured")
     if m:
         right = q["ranking"][0]["language"] in m["tied"]

@@ -247,6 +247,16 @@ def evaluate_lid(checkpoint: str | Path, by_language: dict[str, list[Utterance]]
 # Loading and inference
 
 
+def lid_learned(ckpt: str | Path) -> bool | None:
+    """Whether the LID run that wrote `ckpt` learned (its results.json beside it: dev accuracy clearly above
+    chance); None when there is no such record (a checkpoint from elsewhere: nothing to judge it by)."""
+    res = Path(ckpt).parent / "results.json"
+    if not res.is_file():
+        return None
+    learned = read_json(res).get("learned")
+    return None if learned is None else bool(learned)
+
+
 def load_lid(path: str | Path) -> tuple[AcousticModel, dict]:
     """Rebuild an LID model from a checkpoint (weights_only); meta["languages"] names its output classes."""
     from .checkpoint import load_model

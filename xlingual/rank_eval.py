@@ -25,8 +25,8 @@ from .corpus import read_manifest, subset_hours
 from .fileio import read_json, write_json, write_text
 from .lid_scores import plot_heatmap, write_score_matrix
 from .predictors import (INVENTORY_METRICS, TYPOLOGY_SETS, combine, inventory_scores, lid_scores,
-                         loo_lid_predictors, phonotactic_scores, train_loo_lids, train_loo_phone_recognizers,
-                         typology_available, typology_scores)
+                         lid_learned, loo_lid_predictors, phonotactic_scores, train_loo_lids,
+                         train_loo_phone_recognizers, typology_available, typology_scores, unlearned_lids)
 from .rank_metrics import evaluate_ranking, noise_ties, paired_comparison, permutation_test, read_wer_matrix
 
 COMBINED = ("lid_frame", "embedding", "phonotactic")  # the parts of the combined predictor (loo)
@@ -100,7 +100,7 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
                   baselines: tuple[str, ...] = ("char", "ipa", "typology"), k: int = 3, n_perm: int = 10000,
                   level: str = "frame", max_hours: float | None = None, source_split: str = "dev",
                   cache_dir: str | Path | None = None, device: str | None = None, jobs: int = 1,
-                  lid_from_phones: bool = False) -> dict:
+                  lid_from_phones: bool = False, keep_unlearned: bool = False) -> dict:
     """Evaluate every predictor that the arguments allow against `oracle` (matrix_oracle or csv_oracle).
 
     Target speech: data_dir/<target>/<split>.jsonl (text optional); the sources' own speech (embeddings,
@@ -108,7 +108,9 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
     data_dir/<lang>/train.jsonl. lid_ckpt: an LID over the sources (in-set setting); loo_cfg: train (cached) one
     LID per target without it; phone_cfg: train (cached) one phone recognizer per target without it.
     jobs: leave-one-out models trained at once (a process each). lid_from_phones: each target's LID starts from
-    the encoder of that target's phone recognizer (which never heard it either).
+    the encoder of that target's phone recognizer (which never heard it either). An LID that did not learn (its
+    results.json says so) gives no scores, unless keep_unlearned (checking a pipeline on tiny data: the notes then
+    say that those rows are no evidence).
     """
     data_dir, out = Path(data_dir), Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else data_dir / ".features"
@@ -126,6 +128,11 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
         lid_ckpt = loo_cfg = phone_cfg = None
         baselines = ()
 
+    if lid_ckpt is not None and lid_learned(lid_ckpt) is False:  # its scores would be no evidence
+        notes.append(f"the in-set LID {lid_ckpt} did not learn (its results.json: learned false): "
+                     + ("its rows are kept (keep_unlearned) and are no evidence" if keep_unlearned
+                        else "no in-set scores"))
+        lid_ckpt = None if not keep_unlearned else lid_ckpt
     if lid_ckpt is not None:
         t0 = time.perf_counter()
         table, matrix = lid_scores(lid_ckpt, speech, level, cache, device)
@@ -142,7 +149,8 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
         recognizers = train_loo_phone_recognizers(phone_cfg, sources, targets, jobs)
         missing = sorted(set(targets) - set(recognizers))
         if missing:
-            notes.append(f"phonotactic: the recognizer without {', '.join(missing)} did not learn; no scores there")
+            notes.append(f"phonotactic: the recognizer without {', '.join(missing)} did not learn; no scores there"
+                         + (" (nor from a leave-one-out LID started from it)" if lid_from_phones else ""))
         timings["phone_training_s"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         scores["loo"]["phonotactic"] = phonotactic_scores(recognizers, speech, source_speech, phone_cfg.order,
@@ -152,15 +160,24 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
         t0 = time.perf_counter()
         if lid_from_phones and not recognizers:
             raise ValueError("lid_from_phones needs the phone recognizers (a phone config)")
-        ckpts = train_loo_lids(loo_cfg, targets, init_from=recognizers if lid_from_phones else None, jobs=jobs)
+        folds = [t for t in targets if not lid_from_phones or t in recognizers]
+        ckpts = train_loo_lids(loo_cfg, folds, init_from=recognizers if lid_from_phones else None, jobs=jobs,
+                               keep_unlearned=keep_unlearned)
         timings["loo_lid_training_s"] = round(time.perf_counter() - t0, 2)
-        t0 = time.perf_counter()
-        scores["loo"].update(loo_lid_predictors(ckpts, speech, source_speech, cache, device))
-        timings["loo_lid_scoring_s"] = round(time.perf_counter() - t0, 2)
-        write_json(out / "loo_scores.json", {"checkpoints": {t: str(p) for t, p in ckpts.items()},
-                                             "scores": scores["loo"]})
-        plot_ranking_scores(scores["loo"]["lid_frame"], out / "loo_scores.png",
-                            "Leave-one-out LID average posteriors (frame mean)")
+        failed = unlearned_lids(loo_cfg, folds)
+        if failed:
+            notes.append(f"leave-one-out LID: the LID without {', '.join(failed)} did not learn (dev accuracy not "
+                         "clearly above chance); " + ("its rows are kept (keep_unlearned) and are no evidence"
+                                                      if keep_unlearned else "no LID scores for that target"))
+        results_extra["loo_lid_unlearned"] = failed
+        if ckpts:
+            t0 = time.perf_counter()
+            scores["loo"].update(loo_lid_predictors(ckpts, speech, source_speech, cache, device))
+            timings["loo_lid_scoring_s"] = round(time.perf_counter() - t0, 2)
+            write_json(out / "loo_scores.json", {"checkpoints": {t: str(p) for t, p in ckpts.items()},
+                                                 "scores": scores["loo"]})
+            plot_ranking_scores(scores["loo"]["lid_frame"], out / "loo_scores.png",
+                                "Leave-one-out LID average posteriors (frame mean)")
         results_extra["loo_lid_test_accuracy"] = _loo_accuracy(ckpts)
     parts = [scores["loo"][p] for p in COMBINED if scores["loo"].get(p)]
     if len(parts) >= 2:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .corpus import Utterance, read_manifest, subset_hours, total_hours
 from .fileio import read_json
-from .lid import LIDOutputs, load_lid, posteriors_for
+from .lid import LIDOutputs, lid_learned, load_lid, posteriors_for
 from .lid_scores import LEVELS
 
 MIN_QUERY_SECONDS = 60.0  # below this much target speech the query warns that its ranking is unstable
@@ -138,6 +138,9 @@ def rank_query(lid_ckpt: str | Path, target: str | Path | list[Utterance], exclu
     if res.hours * 3600 < MIN_QUERY_SECONDS:
         res.warnings.append(f"only {res.hours * 3600:.1f} s of speech (fewer than {MIN_QUERY_SECONDS:.0f} s): the "
                             f"ranking is unstable; score a few minutes of the target's speech")
+    if lid_learned(lid_ckpt) is False:
+        res.warnings.append(f"the LID {lid_ckpt} did not learn (its results.json: dev accuracy not clearly above "
+                            "chance): this ranking is no evidence; train it longer or on more speech")
     res.measured = measured_answer(oracle, lang)
     res.seconds = time.perf_counter() - t0
     return res
