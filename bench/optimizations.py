@@ -14,6 +14,9 @@ toolkit runs now. Every pair is interleaved round-robin and reported as the medi
                    per batch serving both (after, asr.make_evaluator)
   wav_write        writing a WAV: soundfile straight to the file (before) vs encoded in memory, one write (after,
                    audio.save_audio)
+  fused_adamw      the training step of the benchmark's 64-d conformer on 16-second batches (the matrix runs' shape,
+                   one thread) with AdamW's per-tensor loop (before) vs its fused kernel (after, train.adamw_impl);
+                   the weights after the same steps show the numerics differ by rounding only
 
 Pruned beam search (decode.py's beam_size_token) is measured by bench/decode_speed.py; the sharded feature cache
 by bench/feature_memory.py.
@@ -42,7 +45,7 @@ import torch  # noqa: E402
 from bench import common  # noqa: E402
 
 NAME = "optimizations"
-PARTS = ("omp_wait", "feature_threads", "channels_last", "dev_eval", "wav_write")
+PARTS = ("omp_wait", "feature_threads", "channels_last", "dev_eval", "wav_write", "fused_adamw")
 SPIN = "while True:\n    pass\n"  # a process that keeps one core busy
 
 
@@ -278,6 +281,44 @@ def wav_write(args, wav, work: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def fused_adamw(args) -> dict:
+    import copy
+
+    from xlingual.config import ModelConfig
+    from xlingual.model import AcousticModel, dims_from_config
+
+    from bench.flops import N_MELS, VOCAB, make_batch, train_step
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the matrix's parallel runs
+    batch = make_batch(args.small_batch_seconds)
+    torch.manual_seed(0)
+    base = AcousticModel(dims_from_config(ModelConfig(preset="tiny", d_model=64, ffn_dim=256, subsample_channels=16),
+                                          N_MELS, VOCAB))
+    base.train()
+    models = {k: copy.deepcopy(base) for k in ("before", "after")}
+    opts = {"before": torch.optim.AdamW(models["before"].parameters(), lr=1e-3, foreach=False),
+            "after": torch.optim.AdamW(models["after"].parameters(), lr=1e-3, fused=True)}
+
+    def timed(k):
+        torch.manual_seed(1)  # the same dropout masks for both
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            train_step(models[k], opts[k], batch, False)
+        return (time.perf_counter() - t0) / args.steps
+
+    t = common.interleaved({k: (lambda k=k: timed(k)) for k in models}, repeats=args.repeats)
+    diff = max(float((a - b).detach().abs().max()) for a, b in zip(models["before"].parameters(),
+                                                          models["after"].parameters()))
+    torch.set_num_threads(threads)
+    res = {"before_audio_per_s": common.stats([args.small_batch_seconds / s for s in t["before"]]),
+           "after_audio_per_s": common.stats([args.small_batch_seconds / s for s in t["after"]]),
+           "speedup": common.stats(common.ratios(t["before"], t["after"])), "max_weight_diff": diff,
+           "steps": args.steps * args.repeats, "batch_seconds": args.small_batch_seconds}
+    print(f"fused_adamw: x{res['speedup']['median']:.2f}")
+    return res
+
+
 def markdown(res: dict, args) -> str:
     def m(s):  # median (min..max)
         return f"{common.fmt(s['median'])} ({common.fmt(s['min'])}..{common.fmt(s['max'])})"
@@ -302,7 +343,11 @@ def markdown(res: dict, args) -> str:
              "dev_eval": ("dev evaluation: two passes -> one", "audio_per_s", "audio-s/s",
                           lambda d: f"{d['dev_audio_s'] / 60:.1f} min of dev audio, random tiny model"),
              "wav_write": ("WAV writes: to the file -> in memory, one write", "ms_per_file", "ms/file",
-                           lambda w: f"{w['files']} files of {w['seconds_per_file']:.1f} s under exp/bench")}
+                           lambda w: f"{w['files']} files of {w['seconds_per_file']:.1f} s under exp/bench"),
+             "fused_adamw": ("AdamW: per-tensor loop -> fused kernel", "audio_per_s", "audio-s/s",
+                             lambda f: f"training step, 64-d conformer, {f['batch_seconds']:.0f} s batches, 1 "
+                                       f"thread (weights differ by {f['max_weight_diff']:.1e} after {f['steps']} "
+                                       "steps)")}
     for part, (change, key, unit, on) in pairs.items():
         if part in res:
             r = res[part]
@@ -318,6 +363,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; --quick 2)")
     p.add_argument("--steps", type=int, default=None, help="training steps per timing (default 4; --quick 1)")
     p.add_argument("--batch-seconds", type=float, default=60.0, help="audio per training batch (as the recipes)")
+    p.add_argument("--small-batch-seconds", type=float, default=16.0, help="audio per batch of fused_adamw (as the "
+                   "small-budget runs of the demo and the benchmark)")
     p.add_argument("--load", type=int, default=2, help="busy processes in the loaded rows (default: one per core)")
     p.add_argument("--utterances", type=int, default=None, help="feature extraction (default 100; --quick 10)")
     p.add_argument("--files", type=int, default=None, help="WAV writes per timing (default 200; --quick 10)")
@@ -361,7 +408,7 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="optimizations-", dir=common.WORK_DIR))
     parts = {"omp_wait": lambda: omp_wait(args), "feature_threads": lambda: feature_threads(args, wavs),
              "channels_last": lambda: channels_last(args), "dev_eval": lambda: dev_eval(args, dev, work),
-             "wav_write": lambda: wav_write(args, wavs[0], work)}
+             "wav_write": lambda: wav_write(args, wavs[0], work), "fused_adamw": lambda: fused_adamw(args)}
     try:
         res = {name: fn() for name, fn in parts.items() if name not in args.skip}
     finally:
