@@ -14,6 +14,10 @@ toolkit runs now. Every pair is interleaved round-robin and reported as the medi
                    per batch serving both (after, asr.make_evaluator)
   wav_write        writing a WAV: soundfile straight to the file (before) vs encoded in memory, one write (after,
                    audio.save_audio)
+  serving_worker   a parallel matrix's runs: a fresh `python -m xlingual.worker <cell>` process per run (before) vs a
+                   serving worker that runs one cell after another (after, worker.WorkerPool), on copies of one
+                   small adaptation cell (1 min of Bengali, 5 epochs, one thread); the seconds per run, and what
+                   the pool saves per run (torch, its compiler stack and the toolkit imported once per worker)
   fused_adamw      the training step of the benchmark's 64-d conformer on 16-second batches (the matrix runs' shape,
                    one thread) with AdamW's per-tensor loop (before) vs its fused kernel (after, train.adamw_impl);
                    the weights after the same steps show the numerics differ by rounding only
@@ -45,7 +49,7 @@ import torch  # noqa: E402
 from bench import common  # noqa: E402
 
 NAME = "optimizations"
-PARTS = ("omp_wait", "feature_threads", "channels_last", "dev_eval", "wav_write", "fused_adamw")
+PARTS = ("omp_wait", "feature_threads", "channels_last", "dev_eval", "wav_write", "fused_adamw", "serving_worker")
 SPIN = "while True:\n    pass\n"  # a process that keeps one core busy
 
 
@@ -319,6 +323,58 @@ def fused_adamw(args) -> dict:
     return res
 
 
+def serving_worker(args, work: Path) -> dict:
+    from xlingual.config import MatrixConfig, from_dict
+    from xlingual.matrix import _prepare_cell, plan_cells, run_matrix
+    from xlingual.worker import WorkerPool, run_in_subprocess
+
+    from data_prep.synthetic import prepare_synthetic
+
+    corpus = common.WORK_DIR / "worker_corpus"
+    prepare_synthetic(corpus, languages=("bn",), hours={"train": 0.05, "dev": 0.005, "test": 0.005}, progress=False)
+    train = {"epochs": 5, "max_batch_seconds": 16, "warmup_steps": 10, "checkpoint_every_steps": 0,
+             "threads": 1, "progress": False}
+    cfg = from_dict(MatrixConfig, {
+        "sources": ["bn"], "targets": ["bn"], "source_hours": 0.05, "target_hours": 0.0167, "size_pairs": [],
+        "variants": {}, "layer_sweep": [], "seeds": [0], "out_dir": str(work / "matrix"),
+        "corpus": {"kind": "manifests", "dir": str(corpus)}, "features": {"n_mels": 40},
+        "model": {"preset": "tiny", "d_model": 64, "ffn_dim": 256, "subsample_channels": 16},
+        "train": train, "small_train": {}, "adapt": {"mode": "full", "train": {**train, "schedule": "stlr"}}})
+    run_matrix(cfg, jobs=1, progress=False)  # the source model (and a first run of the cell)
+    cell = next(c for c in plan_cells(cfg).values() if c.kind == "adapt")
+    template = _prepare_cell(Path(cfg.out_dir), cell, 1, False)
+    counter = iter(range(10**6))
+    n = args.worker_runs
+
+    def copies() -> list[Path]:
+        out = []
+        for _ in range(n):
+            folder = work / "cells" / f"c{next(counter)}"
+            folder.mkdir(parents=True)
+            out.append(Path(shutil.copy(template, folder / "cell.json")))
+        return out
+
+    def before() -> float:
+        cells = copies()
+        t0 = time.perf_counter()
+        assert all(run_in_subprocess(c, 1) == 0 for c in cells)
+        return (time.perf_counter() - t0) / n
+
+    def after() -> float:
+        cells = copies()
+        t0 = time.perf_counter()
+        with WorkerPool() as pool:
+            assert all(pool.run(c, 1) == 0 for c in cells)
+        return (time.perf_counter() - t0) / n
+
+    t = common.interleaved({"before": before, "after": after}, repeats=max(2, args.repeats // 2), warmup=0)
+    res = {"before_s_per_run": common.stats(t["before"]), "after_s_per_run": common.stats(t["after"]),
+           "speedup": common.stats(common.ratios(t["before"], t["after"])), "runs_per_worker": n,
+           "saved_s_per_run": common.stats([b - a for b, a in zip(t["before"], t["after"])])}
+    print(f"serving_worker: x{res['speedup']['median']:.2f}, {res['saved_s_per_run']['median']:.1f} s saved per run")
+    return res
+
+
 def markdown(res: dict, args) -> str:
     def m(s):  # median (min..max)
         return f"{common.fmt(s['median'])} ({common.fmt(s['min'])}..{common.fmt(s['max'])})"
@@ -344,6 +400,10 @@ def markdown(res: dict, args) -> str:
                           lambda d: f"{d['dev_audio_s'] / 60:.1f} min of dev audio, random tiny model"),
              "wav_write": ("WAV writes: to the file -> in memory, one write", "ms_per_file", "ms/file",
                            lambda w: f"{w['files']} files of {w['seconds_per_file']:.1f} s under exp/bench"),
+             "serving_worker": ("matrix runs: a process per run -> a serving worker per job", "s_per_run", "s/run",
+                                lambda w: f"{w['runs_per_worker']} runs of a small adaptation cell (1 min, 5 epochs, "
+                                          f"1 thread), one worker; saves {w['saved_s_per_run']['median']:.1f} s per "
+                                          "run"),
              "fused_adamw": ("AdamW: per-tensor loop -> fused kernel", "audio_per_s", "audio-s/s",
                              lambda f: f"training step, 64-d conformer, {f['batch_seconds']:.0f} s batches, 1 "
                                        f"thread (weights differ by {f['max_weight_diff']:.1e} after {f['steps']} "
@@ -363,6 +423,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; --quick 2)")
     p.add_argument("--steps", type=int, default=None, help="training steps per timing (default 4; --quick 1)")
     p.add_argument("--batch-seconds", type=float, default=60.0, help="audio per training batch (as the recipes)")
+    p.add_argument("--worker-runs", type=int, default=None, help="runs per round of serving_worker (default 4; "
+                   "--quick 2)")
     p.add_argument("--small-batch-seconds", type=float, default=16.0, help="audio per batch of fused_adamw (as the "
                    "small-budget runs of the demo and the benchmark)")
     p.add_argument("--load", type=int, default=2, help="busy processes in the loaded rows (default: one per core)")
@@ -385,6 +447,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.utterances = args.utterances or (10 if q else 100)
     args.files = args.files or (10 if q else 200)
     args.dev_hours = args.dev_hours or (0.01 if q else 0.2)
+    args.worker_runs = args.worker_runs or (2 if q else 4)
     if q:
         args.batch_seconds = min(args.batch_seconds, 8.0)
     return args
@@ -408,7 +471,8 @@ def main(argv=None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="optimizations-", dir=common.WORK_DIR))
     parts = {"omp_wait": lambda: omp_wait(args), "feature_threads": lambda: feature_threads(args, wavs),
              "channels_last": lambda: channels_last(args), "dev_eval": lambda: dev_eval(args, dev, work),
-             "wav_write": lambda: wav_write(args, wavs[0], work), "fused_adamw": lambda: fused_adamw(args)}
+             "wav_write": lambda: wav_write(args, wavs[0], work), "fused_adamw": lambda: fused_adamw(args),
+             "serving_worker": lambda: serving_worker(args, work)}
     try:
         res = {name: fn() for name, fn in parts.items() if name not in args.skip}
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -302,3 +303,53 @@ def test_pooled_sources_leave_the_target_out_and_become_columns(corpus, tmp_path
     assert matrix_sources(to_dict(cfg)) == ["bn", "tr", "pool", "pool-sum"]
     with pytest.raises(ValueError, match="pools.bn: a pool needs a name that is no source language"):
         plan_cells(config(corpus.dir, tmp_path, "pools={bn: [bn, tr]}"))
+
+
+def _weights(folder) -> dict:
+    import torch
+
+    return torch.load(folder / "best.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def test_a_serving_worker_runs_cell_after_cell_as_fresh_processes_do(first_run, tmp_path):
+    """The local executor's workers run many cells each (torch imported once): a run that follows another in the
+    same worker gives what it gives in a fresh process, bit for bit; a failing run leaves the worker serving, and a
+    dead worker is replaced."""
+    import shutil
+
+    import torch
+
+    from xlingual.worker import WorkerPool, run_in_subprocess
+
+    out, _ = first_run
+    cells = sorted(out.glob("adapt/*/main/seed0/cell.json"))[:2]
+    assert len(cells) == 2
+
+    def copy(cell, name):
+        (tmp_path / name).mkdir()
+        return Path(shutil.copy(cell, tmp_path / name / "cell.json"))
+
+    first, second, fresh = copy(cells[0], "first"), copy(cells[1], "second"), copy(cells[1], "fresh")
+    broken = copy(cells[1], "broken")
+    spec = json.loads(broken.read_text())
+    spec["spec"]["source"] = str(tmp_path / "no_such_source.pt")
+    broken.write_text(json.dumps(spec))
+    with WorkerPool() as pool:
+        assert pool.run(first, 1) == 0 and pool.run(broken, 1) == 1 and pool.run(second, 1) == 0
+        pids = {line.split("(pid ")[1].split(")")[0] for name in ("first", "broken", "second")
+                for line in (tmp_path / name / "log.txt").read_text().splitlines() if "--serve (pid" in line}
+        assert len(pids) == 1  # one worker ran all three
+        assert "finished in" in (tmp_path / "second" / "log.txt").read_text()
+        assert "Traceback" in (tmp_path / "broken" / "log.txt").read_text()
+        pool.all[0].kill()
+        pool.all[0].wait()
+        again = copy(cells[0], "again")
+        assert pool.run(again, 1) == 0 and len(pool.all) == 2  # a new worker took over
+        workers = list(pool.all)
+    assert all(p.poll() is not None for p in workers)  # closed: no worker left running
+    assert run_in_subprocess(fresh, 1) == 0
+    a, b = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("second", "fresh"))
+    assert (a["test"]["cer"], a["test"]["wer"], a["training"]["best_epoch"]) == \
+        (b["test"]["cer"], b["test"]["wer"], b["training"]["best_epoch"])
+    wa, wb = _weights(tmp_path / "second"), _weights(tmp_path / "fresh")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -25,6 +25,7 @@ N jobs queued or running at once; caching and resuming are the same, since the j
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -43,7 +44,7 @@ from .fileio import locked, read_json, remove_stale_tmp, write_json, write_text
 from .runspec import (RESULTS_FILE, RunSpec, budget, code_version, config_dict, digest, load_language,
                       prepare_corpus)
 from .transfer import check_adapt_config
-from .worker import CELL_FILE, LOG_FILE, run_cell, run_in_subprocess
+from .worker import CELL_FILE, LOG_FILE, WorkerPool, run_cell
 
 PLAN_FILE = "cells.json"  # every run of the matrix and the table roles it plays; the report reads it
 
@@ -324,7 +325,8 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
     """Run every unfinished run of the matrix, then write the report; returns {"ran", "skipped", "failed", ...}.
 
     Args:
-        jobs: runs at a time; 1 runs them in this process (tracebacks on the console), N > 1 as N subprocesses
+        jobs: runs at a time; 1 runs them in this process (tracebacks on the console), N > 1 in N worker
+            processes (worker.WorkerPool: each runs one cell after another, so torch is imported once per worker)
             with max(1, cores // N) torch threads each (train.threads, when set, wins) and a log.txt per run.
         executor: "local" (the above) or "slurm": each run a submitit job with slurm.cpus_per_task threads,
             up to `jobs` at a time.
@@ -359,7 +361,8 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
     if progress:
         print(f"matrix: {len(cells)} runs, {len(skipped)} up to date, {len(pending)} to run (jobs={jobs})")
     threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
-    runner, cancel = run_in_subprocess, lambda: None
+    workers = WorkerPool() if executor == "local" and jobs > 1 else None
+    runner, cancel = (workers.run if workers else None), lambda: None
     if executor == "slurm":
         from . import cluster
 
@@ -395,7 +398,7 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
     else:
         waiting = list(pending)
         running = {}
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        with workers or contextlib.nullcontext(), ThreadPoolExecutor(max_workers=jobs) as pool:
             while waiting or running:
                 for c in list(waiting):
                     if blocked(c):
