@@ -12,6 +12,7 @@ from helpers import TINY_YAML, mtimes, settings, write_tiny_corpus
 from xlingual import matrix as matrix_mod
 from xlingual.cli import main
 from xlingual.config import MatrixConfig, load_config
+from xlingual.cores import usable_cores
 from xlingual.matrix import MatrixError, cell_status, hours_tag, plan_cells, run_matrix
 
 TARGET = "adapt/tr-all_to_bn-3.6s"  # the cells of the variants table and the layer sweep
@@ -140,7 +141,7 @@ def test_rerun_skips_every_run_then_changes_rerun_only_their_runs_in_parallel(fi
     for name in (head, k1):  # separate processes: each has its own log and cores // jobs torch threads
         assert "finished in" in (out / name / "log.txt").read_text()
         threads = json.loads((out / name / "cell.json").read_text())["runtime"]["threads"]
-        assert threads == max(1, (os.cpu_count() or 1) // 2)
+        assert threads == max(1, usable_cores() // 2)
     # every cell has its run: a value, or (these 2-epoch runs on tones) the ✗ of a run that did not learn
     assert all(cell.strip() != "—" for line in (out / "report" / "layer_sweep.md").read_text().splitlines()
                for cell in line.split("|"))

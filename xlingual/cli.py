@@ -7,6 +7,7 @@ import json
 import sys
 
 from . import __version__
+from .cores import configure_openmp
 from .cli_rank import add_lid_parsers
 
 
@@ -300,6 +301,7 @@ def _check_output_paths(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_openmp()  # before anything loads torch: wait passively when other processes keep the cores busy
     args = build_parser().parse_args(argv)
     try:
         _check_output_paths(args)

@@ -84,8 +84,11 @@ def cleanup() -> None:
 
 
 def cpu_threads() -> int:
-    """Torch threads per process on CPU: the cores shared among the processes of this node."""
-    return max(1, (os.cpu_count() or 1) // local_world_size())
+    """Torch threads per process on CPU: the cores this process may use, shared among the processes of this
+    node."""
+    from .cores import usable_cores
+
+    return max(1, usable_cores() // local_world_size())
 
 
 def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:

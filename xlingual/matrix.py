@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 import shutil
 import time
@@ -44,6 +43,7 @@ from .fileio import locked, read_json, remove_stale_tmp, write_json, write_text
 from .runspec import (RESULTS_FILE, RunSpec, budget, code_version, config_dict, digest, load_language,
                       prepare_corpus)
 from .transfer import check_adapt_config
+from .cores import usable_cores
 from .worker import CELL_FILE, LOG_FILE, WorkerPool, run_cell
 
 PLAN_FILE = "cells.json"  # every run of the matrix and the table roles it plays; the report reads it
@@ -360,7 +360,7 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
     skipped = [n for n, s in status.items() if s == "done"]
     if progress:
         print(f"matrix: {len(cells)} runs, {len(skipped)} up to date, {len(pending)} to run (jobs={jobs})")
-    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // jobs)
+    threads = cfg.train.threads or max(1, usable_cores() // jobs)
     workers = WorkerPool() if executor == "local" and jobs > 1 else None
     runner, cancel = (workers.run if workers else None), lambda: None
     if executor == "slurm":
