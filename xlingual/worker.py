@@ -82,7 +82,10 @@ class WorkerPool:
             self._end(proc)
             return rc or 1
         self.idle.put(proc)
-        return int(answer)
+        try:
+            return int(answer)
+        except ValueError:  # not an answer of serve(): count the run as failed (its log says what happened)
+            return 1
 
     def _end(self, proc: subprocess.Popen) -> None:
         for stream in (proc.stdin, proc.stdout):
@@ -175,6 +178,7 @@ def serve() -> int:
     log.txt (file descriptors 1 and 2 point there during the run, so torch's C++ messages land there too), and
     answer each with its exit status on a line of the original stdout. Ends at the end of stdin."""
     channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # between runs a stray print goes to stderr, never into the answers on the channel
     while line := sys.stdin.readline():
         cell = Path(line.strip())
         sys.stdout.flush()
