@@ -23,7 +23,7 @@ from helpers import write_tiny_corpus
 from xlingual.distributed import shard_batches, step_sizes
 from xlingual.schedules import lr_factor
 from xlingual.checkpoint import load_checkpoint
-from xlingual.train import FRAMES_PER_SECOND, bucket_batches, collate, compute_loss
+from xlingual.train import FRAMES_PER_SECOND, adamw_impl, bucket_batches, collate, compute_loss
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)  # float32 summation order (see the module docstring)
 
@@ -53,7 +53,7 @@ def single_process_reference(train, dev, store, tok, world: int):
     examples, _ = make_examples(train, store, tok)
     params = list(model.parameters())
     opt = torch.optim.AdamW([{"params": params, "lr": cfg.lr}], lr=cfg.lr, betas=cfg.betas,
-                            weight_decay=cfg.weight_decay)
+                            weight_decay=cfg.weight_decay, **adamw_impl(torch.device("cpu")))  # as train.py
     frames = [e.frames for e in examples]
     max_frames = int(cfg.max_batch_seconds * FRAMES_PER_SECOND)
     steps = -(-len(bucket_batches(frames, max_frames, cfg.seed, 0)) // world)
