@@ -413,7 +413,10 @@ def run_matrix(cfg: MatrixConfig, jobs: int = 1, progress: bool = True, executor
                 if not running:
                     break  # what is left waits on a source that will never finish
                 try:
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    finished = set()
+                    while not finished:  # timed: an untimed wait can miss a Ctrl-C that the kernel delivered to
+                        # another thread (the main thread would sleep on its lock until a run ends)
+                        finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 except KeyboardInterrupt:
                     cancel()  # cluster jobs are cancelled, not waited for (local runs get the Ctrl-C themselves)
                     raise
