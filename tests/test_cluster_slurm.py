@@ -191,7 +191,10 @@ def test_ctrl_c_cancels_the_queued_and_running_jobs(slurm, corpus, tmp_path):
         env = dict(os.environ)
     console = tmp_path / "console.txt"
     with open(console, "wb") as f:
-        driver = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path)
+        # SIGINT back to its default in the driver: a test suite started as a background job of a
+        # non-interactive shell ignores it, and an ignored SIGINT stays ignored in every process it starts
+        driver = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         def one_running_one_queued():
             q = slurm.queue()
