@@ -25,7 +25,7 @@ import torch
 
 from .config import LIDConfig, PhonotacticConfig
 from .corpus import Utterance
-from .lid import LIDOutputs, average_scores, lid_learned, load_lid, posteriors_for
+from .lid import LIDOutputs, average_scores, load_lid, posteriors_for
 from .recipe import phone_recognizer_spec, train_lid
 from .lid_scores import ScoreMatrix, matrix_from_outputs
 
@@ -66,15 +66,13 @@ def loo_config(cfg: LIDConfig, target: str, root: str | Path | None = None,
 
 
 def train_loo_lids(cfg: LIDConfig, targets: list[str], root: str | Path | None = None,
-                   init_from: dict[str, Path] | None = None, jobs: int = 1,
-                   keep_unlearned: bool = False) -> dict[str, Path]:
+                   init_from: dict[str, Path] | None = None, jobs: int = 1) -> dict[str, Path]:
     """One LID per target, trained without it (cached: a finished model is reused); target -> best.pt.
 
     A target that is not among cfg.languages is already new to cfg's LID, which is trained (or reused) as is.
     init_from: per target, the encoder to start from (must not have heard the target). jobs: folds trained at
     once, each in its own process (set cfg.train.threads so that jobs x threads fits the cores).
-    An LID that did not learn (its results.json says learned: false) is no evidence: its target is left out of
-    the result (see unlearned_lids for which), unless keep_unlearned.
+    Whether each learned is in its results.json (lid.lid_learned): callers decide what an unlearned one is worth.
     """
     configs = {}
     for t in targets:
@@ -82,13 +80,7 @@ def train_loo_lids(cfg: LIDConfig, targets: list[str], root: str | Path | None =
         if len(sub.languages) < 2:
             raise ValueError(f"leaving {t!r} out leaves fewer than 2 LID languages: {sub.languages}")
         configs[t] = sub
-    ckpts = dict(zip(configs, _in_processes(train_lid, list(configs.values()), jobs)))
-    return {t: c for t, c in ckpts.items() if keep_unlearned or lid_learned(c) is not False}
-
-
-def unlearned_lids(cfg: LIDConfig, targets: list[str], root: str | Path | None = None) -> list[str]:
-    """The targets whose leave-one-out LID (under cfg) was trained and did not learn."""
-    return [t for t in targets if lid_learned(Path(loo_config(cfg, t, root).out_dir) / "best.pt") is False]
+    return dict(zip(configs, _in_processes(train_lid, list(configs.values()), jobs)))
 
 
 def _in_processes(fn, args: list, jobs: int) -> list:

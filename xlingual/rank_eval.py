@@ -24,9 +24,10 @@ from .config import LIDConfig, PhonotacticConfig
 from .corpus import read_manifest, subset_hours
 from .fileio import read_json, write_json, write_text
 from .lid_scores import plot_heatmap, write_score_matrix
+from .lid import lid_learned
 from .predictors import (INVENTORY_METRICS, TYPOLOGY_SETS, combine, inventory_scores, lid_scores,
-                         lid_learned, loo_lid_predictors, phonotactic_scores, train_loo_lids,
-                         train_loo_phone_recognizers, typology_available, typology_scores, unlearned_lids)
+                         loo_lid_predictors, phonotactic_scores, train_loo_lids,
+                         train_loo_phone_recognizers, typology_available, typology_scores)
 from .rank_metrics import evaluate_ranking, noise_ties, paired_comparison, permutation_test, read_wer_matrix
 
 COMBINED = ("lid_frame", "embedding", "phonotactic")  # the parts of the combined predictor (loo)
@@ -161,10 +162,11 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
         if lid_from_phones and not recognizers:
             raise ValueError("lid_from_phones needs the phone recognizers (a phone config)")
         folds = [t for t in targets if not lid_from_phones or t in recognizers]
-        ckpts = train_loo_lids(loo_cfg, folds, init_from=recognizers if lid_from_phones else None, jobs=jobs,
-                               keep_unlearned=keep_unlearned)
+        ckpts = train_loo_lids(loo_cfg, folds, init_from=recognizers if lid_from_phones else None, jobs=jobs)
         timings["loo_lid_training_s"] = round(time.perf_counter() - t0, 2)
-        failed = unlearned_lids(loo_cfg, folds)
+        failed = [t for t, c in ckpts.items() if lid_learned(c) is False]
+        if not keep_unlearned:
+            ckpts = {t: c for t, c in ckpts.items() if t not in failed}
         if failed:
             notes.append(f"leave-one-out LID: the LID without {', '.join(failed)} did not learn (dev accuracy not "
                          "clearly above chance); " + ("its rows are kept (keep_unlearned) and are no evidence"
