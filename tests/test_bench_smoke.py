@@ -13,7 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` lives beside the package, not in it
 
-from bench import common, decode_speed, flops, optimizations, scaling, synthesis_speed, train_throughput  # noqa: E402
+from bench import (common, decode_speed, flops, optimizations, peer_espnet, scaling, synthesis_speed,  # noqa: E402
+                   train_throughput)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,135 @@ def test_ranking_cost_row_seconds(tmp_path):
 
     # bn: mean baseline (200, 220) + the main cells from the 1 h sources (not the head variant, not the 10 min source)
     assert row_seconds(runs) == {"bn": {"baseline_s": 210.0, "cells_s": {"bn": 150.0, "tr": 160.0}, "row_s": 520.0}}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bench.peer_espnet: only the parts that need no ESPnet (the benchmark itself installs ESPnet into its own venv;
+# no test ever does)
+
+
+@pytest.mark.parametrize("speaker, uid, sr, channels, offset, kaldi_id, error", [
+    ("bn+paul", "bn-test-000001", 16000, 1, 0.0, "bn+paul-bn-test-000001", None),  # speaker prefix added
+    ("spk1", "spk1-utt7", 16000, 1, 0.0, "spk1-utt7", None),  # already prefixed: kept
+    ("a b", "x y", 16000, 1, 0.0, "a_b-x_y", None),  # spaces cannot be in a Kaldi id
+    ("s", "u", 8000, 1, 0.0, None, "8000 Hz"),  # ESPnet's frontend is set for 16 kHz: refused, never resampled
+    ("s", "u", 16000, 2, 0.0, None, "2 channels"),
+    ("s", "u", 16000, 1, 0.25, None, "offset"),  # wav.scp takes whole files here
+])
+def test_peer_espnet_kaldi_dir(tmp_path, make_wav, speaker, uid, sr, channels, offset, kaldi_id, error):
+    from xlingual.corpus import Utterance
+
+    wav = make_wav(tmp_path / "a.wav", seconds=0.5, sr=sr, channels=channels)
+    other = Utterance("u9", str(make_wav(tmp_path / "b.wav", seconds=0.4)), "b", "bn", "zz", 0.4)
+    utt = Utterance(uid, str(wav), "  two   words ", "bn", speaker, 0.5, offset)
+    out = tmp_path / "kaldi"
+    if error:
+        with pytest.raises(ValueError, match=error):
+            peer_espnet.write_kaldi([other, utt], out)
+        return
+    info = peer_espnet.write_kaldi([other, utt], out)
+    assert info["id_map"] == {kaldi_id: uid, "zz-u9": "u9"} and info["utts"] == 2
+    assert info["seconds"] == pytest.approx(0.9, abs=1e-3)
+    lines = {f: (out / f).read_text(encoding="utf-8").splitlines() for f in ("wav.scp", "text", "utt2spk", "id_map")}
+    assert [line.split()[0] for line in lines["wav.scp"]] == sorted([kaldi_id, "zz-u9"])  # Kaldi's order
+    assert f"{kaldi_id} two words" in lines["text"] and f"{kaldi_id} {wav.resolve()}" in lines["wav.scp"]
+    assert f"{kaldi_id} {speaker.replace(' ', '_')}" in lines["utt2spk"]
+    assert peer_espnet.read_text(out / "text", info["id_map"])[uid] == "two words"  # back to the manifest id
+
+
+@pytest.mark.parametrize("refs, hyps, wer, cer, missing", [
+    ({"a": "x y", "b": "z"}, {"a": "x y", "b": "z"}, 0.0, 0.0, 0),
+    ({"a": "ab cd"}, {"a": "ab ce"}, 50.0, 20.0, 0),  # one word of 2, one character of 5 (the space counts)
+    ({"a": "ab cd", "b": "ef"}, {"a": "ab  cd "}, 100 / 3, 100 * 2 / 7, 1),  # missing = empty; whitespace collapsed
+    ({"a": "ab", "b": ""}, {"a": "ab", "b": "junk", "c": "extra"}, 0.0, 0.0, 0),  # empty ref skipped, extra ignored
+])
+def test_peer_espnet_score(refs, hyps, wer, cer, missing):
+    r = peer_espnet.score(refs, hyps)
+    assert r["wer"] == pytest.approx(wer) and r["cer"] == pytest.approx(cer) and r["missing_hyps"] == missing
+    assert r["utts"] == sum(1 for v in refs.values() if v)
+
+
+def test_peer_espnet_log_parse():
+    line = ("[host] 2026-12-01 05:00:00,000 (trainer:338) INFO: {n}epoch results: [train] iter_time=0.01, "
+            "forward_time=0.2, loss_ctc=95.3, loss=95.3, backward_time=0.3, lr_0=2.0e-04, train_time=0.5, "
+            "time={t}, total_count=23, gpu_max_cached_mem_GB=0.0, [valid] loss_ctc=80.1, cer_ctc=0.9{n}, "
+            "loss=80.1, time=2.1 seconds, total_count=3, gpu_max_cached_mem_GB=0.0")
+    log = "noise\n" + line.format(n=1, t="1 minute and 11.28 seconds") + "\n" + line.format(n=2, t="9.5 seconds")
+    epochs = peer_espnet.parse_espnet_log(log)
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[0]["train_seconds"] == pytest.approx(71.28) and epochs[1]["train_seconds"] == 9.5
+    assert epochs[0]["dev_cer"] == pytest.approx(91.0) and epochs[0]["valid_seconds"] == 2.1
+    assert epochs[1]["train_loss"] == 95.3 and epochs[1]["dev_loss"] == 80.1
+    assert peer_espnet.to_seconds("1 hour, 2 minutes and 3 seconds") == 3723
+
+
+def fake_toolkit(wall: float, rss: float, params: int, epoch_seconds: list[float], dev_cers: list[float],
+                 cer: float) -> dict:
+    per_epoch = [{"epoch": i + 1, "train_seconds": s, "dev_cer": c} for i, (s, c) in enumerate(zip(epoch_seconds,
+                                                                                                  dev_cers))]
+    test = {"cer": cer, "wer": 4 * cer}
+    return {"train": {"wall_s": wall, "cpu_s": wall * 1.5, "peak_rss_mb": rss, "loadavg_before": [0.1],
+                      "loadavg_after": [1.9], "busy_before": []},
+            "prep": {"tokens": {"wall_s": 3.0}, "collect_stats": {"wall_s": 20.0}, "decode": {"wall_s": 9.0}},
+            "per_epoch": per_epoch, "epochs": len(per_epoch), "params": params, "train_loop_seconds": wall - 5,
+            "own_refs_match": True, "test": {"best": test, "last": test}}
+
+
+@pytest.mark.parametrize("esp_epochs, xl_epochs, budget, esp_pick, xl_pick", [
+    ([100, 100, 100], [40, 40, 40, 40, 40], 200, 2, 5),  # xlingual faster: ESPnet's epoch nearest its 200 s
+    ([30, 30], [50, 50, 50], 60, 2, 1),  # ESPnet faster: xlingual's epoch nearest 60 s (50 s, not 100 s)
+    ([10], [10], 10, 1, 1),  # one epoch each, the same time
+])
+def test_peer_espnet_equal_time(esp_epochs, xl_epochs, budget, esp_pick, xl_pick):
+    eq = peer_espnet.equal_time({
+        "espnet": [{"epoch": i + 1, "train_seconds": s, "dev_cer": 50.0 - i} for i, s in enumerate(esp_epochs)],
+        "xlingual": [{"epoch": i + 1, "train_seconds": s, "dev_cer": 40.0 - i} for i, s in enumerate(xl_epochs)]})
+    assert eq["seconds"] == budget and eq["espnet"]["epoch"] == esp_pick and eq["xlingual"]["epoch"] == xl_pick
+    assert eq["espnet"]["dev_cer"] == 50.0 - (esp_pick - 1) and eq["xlingual"]["final_dev_cer"] == 41.0 - len(xl_epochs)
+
+
+def test_peer_espnet_summary_from_fake_results():
+    toolkits = {"espnet": fake_toolkit(600.0, 2700.0, 2_070_000, [38.0] * 15, [20.0 - i for i in range(15)], 9.0),
+                "xlingual": fake_toolkit(400.0, 2800.0, 2_060_000, [25.0] * 15, [18.0 - i for i in range(15)], 8.0)}
+    cmp = peer_espnet.compare(toolkits, train_audio_s=3600.0, threads=2)
+    assert cmp["per_toolkit"]["espnet"]["audio_sec_per_sec"] == pytest.approx(3600 * 15 / 600)
+    assert cmp["per_toolkit"]["xlingual"]["cpu_share"] == pytest.approx(0.75)
+    ratio = cmp["xlingual_over_espnet"]
+    assert ratio["throughput"] == pytest.approx(1.5) and ratio["train_wall"] == pytest.approx(400 / 600)
+    assert ratio["peak_rss"] == pytest.approx(2800 / 2700) and ratio["test_cer"] == pytest.approx(8 / 9)
+    assert cmp["equal_time"]["xlingual"]["epoch"] == 15 and cmp["equal_time"]["espnet"]["epoch"] == 10  # 375 s
+    res = {"toolkits": toolkits, "comparison": cmp, "install": None,
+           "setup": {"language": "bn", "train_hours_actual": 1.0, "dev_hours_actual": 0.05, "test_hours_actual": 0.1,
+                     "utterances": {"train": 900, "dev": 50, "test": 90}, "audio_dir": "x", "epochs": 15,
+                     "threads": 2, "child_env": {"OMP_NUM_THREADS": "2"}}}
+    md = peer_espnet.markdown(res)
+    assert "| espnet | 2.070M | 15 | 600 | 90 |" in md and "| xlingual | 2.060M | 15 | 400 | 135 |" in md
+    assert "throughput x1.50" in md and "Dev CER at equal training time" in md
+    only = peer_espnet.compare({"xlingual": toolkits["xlingual"]}, 3600.0, 2)  # one toolkit: no ratios
+    assert "xlingual_over_espnet" not in only and "equal_time" not in only
+    peer_espnet.markdown({**res, "toolkits": {"xlingual": toolkits["xlingual"]}, "comparison": only})
+
+
+@pytest.mark.parametrize("argv, full, hours, epochs", [
+    ([], True, 1.0, 15),
+    (["--quick"], False, 0.02, 1),
+    (["--epochs", "3"], False, 1.0, 3),  # another size never replaces the committed results
+    (["--quick", "--hours", "0.05"], False, 0.05, 1),
+])
+def test_peer_espnet_sizes(argv, full, hours, epochs):
+    args = peer_espnet.parse_args(argv)
+    assert (args.full_size, args.hours, args.epochs) == (full, hours, epochs)
+    assert common.results_dir(None, not args.full_size) == (common.RESULTS_DIR if full else common.WORK_DIR / "quick")
+
+
+def test_peer_espnet_xlingual_side(corpus, out):
+    """The xlingual half end to end (its manifests, Kaldi dirs, training child, decoding, scoring, result files),
+    with ESPnet left out."""
+    r = peer_espnet.main(["--toolkits", "xlingual", "--language", "tr", "--hours", "0.004", "--dev-hours", "0.001",
+                          "--test-hours", "0.001", "--epochs", "1", "--threads", "1", "--corpus", str(corpus),
+                          "--out", str(out)])
+    x = written(out, "peer_espnet")["toolkits"]["xlingual"]
+    assert x["epochs"] == 1 and x["params"] > 0 and x["train"]["peak_rss_mb"] > 0 and x["own_refs_match"]
+    assert 0 <= x["test"]["best"]["cer"] and x["test"]["best"]["missing_hyps"] == 0
+    kaldi = common.WORK_DIR / "peer_espnet_small" / "kaldi" / "test"
+    assert len((kaldi / "wav.scp").read_text().splitlines()) == r["setup"]["utterances"]["test"]
