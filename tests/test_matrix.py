@@ -354,3 +354,23 @@ def test_a_serving_worker_runs_cell_after_cell_as_fresh_processes_do(first_run, 
         (b["test"]["cer"], b["test"]["wer"], b["training"]["best_epoch"])
     wa, wb = _weights(tmp_path / "second"), _weights(tmp_path / "fresh")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_collect_keeps_every_ranking_folder_whole_and_no_checkpoint(tmp_path):
+    """collect.py keeps report/ and every ranking*/ folder (rank-eval --out) whole, a run's small files, never a
+    checkpoint; a run folder inside a kept folder is not listed twice."""
+    import importlib.util
+
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("collect", ROOT / "recipes" / "synthetic" / "collect.py")
+    collect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    files = ["cells.json", "report/report.md", "ranking/ranking_eval.md", "ranking_phones/oracle.json",
+             "ranking_phones/sub/run.json", "scratch/bn/seed0/run.json", "scratch/bn/seed0/results.json",
+             "scratch/bn/seed0/best.pt", "scratch/bn/seed0/decode_test/errors.jsonl", "notes/other.txt"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x")
+    kept = [str(p) for p in collect.wanted(tmp_path)]
+    assert kept == sorted(f for f in files if not f.endswith(".pt") and not f.startswith("notes/"))

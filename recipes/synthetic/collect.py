@@ -5,7 +5,8 @@
 
 `save` keeps, for every run folder below the source (a folder with a run.json or cell.json): cell.json, run.json,
 results.json, train_log.jsonl, decode_*/errors.jsonl, decode_*/summary.json, decode_*/report.json and
-decode_*/confusion.csv; and every file of the top-level report/ and ranking/ folders and the matrix's plan
+decode_*/confusion.csv; and every file of the top-level report/ and ranking*/ folders (a ranking evaluation's
+--out, e.g. ranking/ or ranking_phones/) and the matrix's plan
 (cells.json, matrix.yaml, last_run.json). Those are small text files: enough to rebuild every report, rerun the
 ranking evaluation's statistics, and let a matrix on a fresh machine count the finished runs as done (a run's
 results.json carries its hash), so that only unfinished runs are trained again. `restore` copies them back.
@@ -20,17 +21,18 @@ from pathlib import Path
 RUN_FILES = ("cell.json", "run.json", "results.json", "train_log.jsonl", "tokenizer.json")  # no checkpoints
 DECODE_FILES = ("errors.jsonl", "summary.json", "report.json", "confusion.csv")
 TOP_FILES = ("cells.json", "matrix.yaml", "last_run.json")
-TOP_FOLDERS = ("report", "ranking")
+TOP_FOLDERS = ("report", "ranking*")  # glob patterns of top-level folders kept whole
 
 
 def wanted(root: Path) -> list[Path]:
     """The files of `root` worth keeping, relative to it."""
     out = [Path(f) for f in TOP_FILES if (root / f).is_file()]
-    for folder in TOP_FOLDERS:
-        out += [p.relative_to(root) for p in sorted((root / folder).rglob("*")) if p.is_file()]
+    tops = sorted({d for pattern in TOP_FOLDERS for d in root.glob(pattern) if d.is_dir()})
+    for folder in tops:
+        out += [p.relative_to(root) for p in sorted(folder.rglob("*")) if p.is_file()]
     for marker in sorted({*root.rglob("run.json"), *root.rglob("cell.json")}):
         run = marker.parent
-        if any(part in TOP_FOLDERS for part in run.relative_to(root).parts):
+        if any(run.is_relative_to(top) for top in tops):
             continue
         out += [(run / f).relative_to(root) for f in RUN_FILES if (run / f).is_file()]
         out += [p.relative_to(root) for d in sorted(run.glob("decode_*")) for f in DECODE_FILES
