@@ -237,6 +237,17 @@ def test_typology_similarity_from_uriel():
     assert set(syn) == {"th"} and set(syn["th"]) == {"bn", "as", "tr"}
 
 
+@pytest.mark.skipif(not typology_available(), reason="lang2vec (URIEL data) is not installed")
+def test_uriel_data_found_when_a_lang2vec_script_shadows_the_package(tmp_path, monkeypatch):
+    """The lang2vec wheel installs a console script bin/lang2vec.py; run as the `xlingual` console script, bin/ is
+    sys.path[0] and `import lang2vec` finds that script. The URIEL data must still be found (the CLI's typology
+    baseline was silently skipped that way)."""
+    (tmp_path / "lang2vec.py").write_text("# a console script, not the package\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert typology_available()
+    assert typology_scores(["bn", "as", "tr"], "genetic")["bn"]["as"] > 0
+
+
 def _utt(i: str, seconds: float, lang: str = "tr") -> Utterance:
     return Utterance(id=i, audio=f"/x/{i}.wav", text="a", language=lang, speaker="s", duration=seconds)
 

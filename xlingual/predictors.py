@@ -275,14 +275,19 @@ def inventory_scores(texts: dict[str, list[str]], kind: str = "char", metric: st
 
 
 def _lang2vec_data() -> Path:
-    """The data folder that the lang2vec wheel ships (its module needs pkg_resources; the data files do not)."""
-    import importlib.util
+    """The data folder that the lang2vec wheel ships (its module needs pkg_resources; the data files do not).
 
-    spec = importlib.util.find_spec("lang2vec")
-    if spec is None or not spec.submodule_search_locations:
+    Found through the installed distribution, not the import system: the wheel also installs a console script
+    bin/lang2vec.py, and when xlingual runs as its own console script, bin/ is sys.path[0], so `lang2vec` resolves
+    to that script and the package's data look missing.
+    """
+    from importlib import metadata
+
+    try:
+        data = Path(metadata.distribution("lang2vec").locate_file("lang2vec/data"))
+    except metadata.PackageNotFoundError:
         raise ImportError("typology needs the `lang2vec` package (its wheel ships the URIEL data): "
-                          "pip install lang2vec")
-    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+                          "pip install lang2vec") from None
     if not (data / "letter_codes.json").is_file():
         raise ImportError(f"lang2vec is installed but its data files are missing under {data}")
     return data
