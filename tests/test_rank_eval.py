@@ -52,6 +52,11 @@ def test_baseline_seeds_give_the_training_noise_floor(tmp_path):
     assert o["seed_sd"]["bn"] == pytest.approx(4.0)  # 60, 64, 68
     assert o["noise"]["bn"]["seed_floor"] == pytest.approx(2 * 2 ** 0.5 * 4.0)
     assert o["noise"]["bn"]["intervals"]["th"][0] > 0 and sorted(o["tied"]["bn"]) == ["th", "tr"]
+    # without the seed floor the bootstrap alone decides: tr is bn's best beyond noise; the spread is still reported
+    o = matrix_oracle(tmp_path, "cer", n_boot=1000, seed_floor="none")
+    assert o["tied"]["bn"] == ["tr"] and o["seed_sd"]["bn"] == pytest.approx(4.0) and o["seed_floor"] == "none"
+    with pytest.raises(ValueError, match="seed_floor"):
+        matrix_oracle(tmp_path, "cer", seed_floor="seeds")
 
 
 def _with(table: dict, cell: dict, seed_step: float = 0.0):

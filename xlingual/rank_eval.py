@@ -37,14 +37,19 @@ COMBINED = ("lid_frame", "embedding", "phonotactic")  # the parts of the combine
 # The oracle
 
 
-def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 2000, alpha: float = 0.05) -> dict:
+def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 2000, alpha: float = 0.05,
+                  seed_floor: str = "baseline") -> dict:
     """The measured matrix of a matrix folder with its noise: {"metric", "errors": t -> s -> %, "tied": t -> [s],
     "noise": t -> noise_ties details, "unlearned": [(target, source)], "seed_sd": t -> sd}.
 
     A cell is the mean over the seeds that learned; its per-utterance errors (decode_test/errors.jsonl) are
     averaged over those seeds for the paired bootstrap. The seed floor is the sd over seeds of the target's
-    from-scratch baseline at the target budget (baseline_seeds), 0 without several seeds.
+    from-scratch baseline at the target budget (baseline_seeds), 0 without several seeds. seed_floor "none" leaves
+    it out of the ties (the test utterances' bootstrap alone: a cell's own training noise is then not counted; a
+    from-scratch run's seed spread may overstate that of a run adapted from a fixed source); seed_sd still reports it.
     """
+    if seed_floor not in ("baseline", "none"):
+        raise ValueError(f"seed_floor must be 'baseline' or 'none', not {seed_floor!r}")
     from .report import Results
 
     if metric not in ("cer", "wer"):
@@ -67,10 +72,10 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
                 errors.setdefault(t, {})[s] = res.value(metric, **role)
                 per_utt[s] = _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
         if len(per_utt) >= 2:
-            noise[t] = noise_ties(per_utt, seed_sd[t], n_boot, alpha)
+            noise[t] = noise_ties(per_utt, seed_sd[t] if seed_floor == "baseline" else 0.0, n_boot, alpha)
             tied[t] = noise[t]["tied"]
     return {"metric": metric, "matrix_dir": str(matrix_dir), "errors": errors, "tied": tied, "noise": noise,
-            "unlearned": unlearned, "seed_sd": seed_sd, "alpha": alpha, "n_boot": n_boot}
+            "unlearned": unlearned, "seed_sd": seed_sd, "seed_floor": seed_floor, "alpha": alpha, "n_boot": n_boot}
 
 
 def _mean_errors(paths: list[Path], key: tuple[str, str]) -> dict[str, tuple[float, int]]:
@@ -265,7 +270,8 @@ def _baselines(kinds, data_dir: Path, targets: list[str], sources: list[str], ti
 def _oracle_summary(oracle: dict) -> dict:
     return {"metric": oracle["metric"], "tied": oracle.get("tied", {}),
             "unique_best": sorted(t for t, v in oracle.get("tied", {}).items() if len(v) == 1),
-            "unlearned": oracle.get("unlearned", []), "seed_sd": oracle.get("seed_sd", {})}
+            "unlearned": oracle.get("unlearned", []), "seed_sd": oracle.get("seed_sd", {}),
+            "seed_floor": oracle.get("seed_floor", "baseline")}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -292,8 +298,10 @@ def evaluation_markdown(results: dict) -> str:
     n_unique = len(o["unique_best"])
     lines = [f"## Source ranking against the {m} matrix", "",
              f"Oracle: test {m} (%) of each target adapted from each source (the target itself excluded). A source "
-             f"within noise of the target's best (paired bootstrap over its test utterances, 95%, and the from-"
-             f"scratch seed spread) counts as equally good in every metric. {n_unique} of {len(results['targets'])} "
+             f"within noise of the target's best (paired bootstrap over its test utterances, 95%"
+             + (", and the from-scratch baselines' seed spread" if o.get("seed_floor", "baseline") == "baseline"
+                else "; no seed floor: a cell's own training noise is not counted")
+             + f") counts as equally good in every metric. {n_unique} of {len(results['targets'])} "
              f"targets have one best source beyond noise ({', '.join(o['unique_best']) or 'none'})."
              + (f" Cells left out because their run did not learn: {len(o['unlearned'])}." if o["unlearned"] else ""),
              "",
