@@ -374,3 +374,7 @@ def test_collect_keeps_every_ranking_folder_whole_and_no_checkpoint(tmp_path):
         (tmp_path / f).write_text("x")
     kept = [str(p) for p in collect.wanted(tmp_path)]
     assert kept == sorted(f for f in files if not f.endswith(".pt") and not f.startswith("notes/"))
+    # --only: just the matching runs' files (the noise matrix takes the matrix's baselines at seeds 1-2 this way)
+    assert collect.copy(tmp_path, tmp_path / "dst", "scratch/*/seed0") == 3
+    assert sorted(str(p.relative_to(tmp_path / "dst")) for p in (tmp_path / "dst").rglob("*") if p.is_file()) == \
+        ["scratch/bn/seed0/decode_test/errors.jsonl", "scratch/bn/seed0/results.json", "scratch/bn/seed0/run.json"]

@@ -54,9 +54,34 @@ def test_baseline_seeds_give_the_training_noise_floor(tmp_path):
     assert o["noise"]["bn"]["intervals"]["th"][0] > 0 and sorted(o["tied"]["bn"]) == ["th", "tr"]
     # without the seed floor the bootstrap alone decides: tr is bn's best beyond noise; the spread is still reported
     o = matrix_oracle(tmp_path, "cer", n_boot=1000, seed_floor="none")
-    assert o["tied"]["bn"] == ["tr"] and o["seed_sd"]["bn"] == pytest.approx(4.0) and o["seed_floor"] == "none"
+    assert o["tied"]["bn"] == ["tr"] and o["seed_sd"]["bn"] == pytest.approx(4.0) and o["floor_sd"]["bn"] == 0.0
     with pytest.raises(ValueError, match="seed_floor"):
         matrix_oracle(tmp_path, "cer", seed_floor="seeds")
+
+
+def test_adaptation_seeds_give_the_adapt_noise_floor(tmp_path):
+    """--seed-floor adapt: the seed spread of adaptation cells themselves, from a noise matrix of some pairs at other
+    seeds (pooled with the main matrix's seed-0 runs of those pairs), decides the ties; the baselines' spread is
+    still reported. Without any cell at 2 seeds it is an error, not a silent zero."""
+    far = {**CER, ("bn", "th"): 40.0}  # bn: tr 30 vs th 40: beyond the bootstrap
+    fake_matrix(tmp_path / "m", THREE, lambda c: _with(far, c))
+    with pytest.raises(ValueError, match="2 or more seeds"):
+        matrix_oracle(tmp_path / "m", "cer", n_boot=200, seed_floor="adapt")
+
+    def seeded(step):  # the pairs of source tr, at seeds 1 and 2: +step, +2 x step
+        return lambda c: None if _with(far, c) is None else _with(far, c) + step * c["seed"]
+
+    noisy = ["sources=[tr]", "targets=[bn,tr,th]", "seeds=[1, 2]", "size_pairs=[]", "variant_pairs=[]",
+             "layer_sweep=[]", "variants={}"]
+    fake_matrix(tmp_path / "n_small", noisy, seeded(0.5))
+    o = matrix_oracle(tmp_path / "m", "cer", n_boot=1000, seed_floor="adapt", noise_matrix=tmp_path / "n_small")
+    assert o["adapt_noise"]["cells"] == 2 and o["adapt_noise"]["runs"] == 6  # bn<-tr, th<-tr at seeds 0, 1, 2
+    assert o["adapt_noise"]["sd"] == pytest.approx(0.5) and o["floor_sd"]["bn"] == pytest.approx(0.5)
+    assert o["tied"]["bn"] == ["tr"]  # 10 points >> 2 x sqrt(2) x 0.5
+    fake_matrix(tmp_path / "n_large", noisy, seeded(4.0))  # sd 4: 10 points are within 2 x sqrt(2) x 4
+    o = matrix_oracle(tmp_path / "m", "cer", n_boot=1000, seed_floor="adapt", noise_matrix=tmp_path / "n_large")
+    assert o["adapt_noise"]["sd"] == pytest.approx(4.0) and sorted(o["tied"]["bn"]) == ["th", "tr"]
+    assert o["seed_sd"]["bn"] == 0.0  # the baselines' spread, reported: one seed here
 
 
 def _with(table: dict, cell: dict, seed_step: float = 0.0):

@@ -188,13 +188,16 @@ def test_benchmark_script_commands_load_their_configs(tmp_path):
     assert dry.returncode == 0, dry.stderr
     commands = [shlex.split(line[2:]) for line in dry.stdout.splitlines() if line.startswith("+ ")]
     verbs = [c[1] if c[0] == "xlingual" else Path(c[1]).name for c in commands]
-    assert verbs == ["matrix", "train_models.py", "rank-eval"] * 2 + ["collect.py"] * 6
+    # per pass: the matrix, the noise matrix (its baselines copied from the matrix), the models, the evaluation
+    assert verbs == ["matrix", "collect.py", "matrix", "train_models.py", "rank-eval"] * 2 + ["collect.py"] * 8
     for c in commands:
         sets = [c[i + 1] for i, x in enumerate(c) if x == "--set"]
         phone_sets = [c[i + 1] for i, x in enumerate(c) if x == "--phone-set"]
         if c[1] == "matrix":
             cfg = load_config(MatrixConfig, REPO / c[2], sets)
-            assert len(cfg.sources) == 13 and cfg.out_dir.startswith("exp/benchmark")
+            assert cfg.out_dir.startswith("exp/benchmark") and len(cfg.targets) == 13
+            # the noise matrix: one source per multi-language family, at two more seeds
+            assert (len(cfg.sources), cfg.seeds) == ((3, [1, 2]) if cfg.out_dir.endswith("_seeds") else (13, [0]))
         elif "train_models.py" in c[1] or c[1] == "rank-eval":
             lid = c[c.index("--lid") + 1] if "--lid" in c and c[1] != "rank-eval" else c[c.index("--loo-config") + 1]
             phones = c[c.index("--phones") + 1] if "--phones" in c else c[c.index("--phone-config") + 1]

@@ -105,8 +105,8 @@ def _rank_eval(args) -> None:
     if bool(args.matrix) == bool(args.wer_matrix):
         raise ValueError("give the measured matrix as --matrix <matrix folder> (with its noise) or --wer-matrix "
                          "<CSV> (values only), one of them")
-    oracle = (matrix_oracle(args.matrix, args.metric, n_boot=args.n_boot, seed_floor=args.seed_floor) if args.matrix
-              else csv_oracle(args.wer_matrix))
+    oracle = (matrix_oracle(args.matrix, args.metric, n_boot=args.n_boot, seed_floor=args.seed_floor,
+                            noise_matrix=args.noise_matrix) if args.matrix else csv_oracle(args.wer_matrix))
     if not (args.data or args.lid):
         raise ValueError("--data <corpus folder> is needed when no --lid gives the corpus it was trained on")
     data_dir = args.data or load_lid(args.lid)[1]["config"]["corpus"]["dir"]
@@ -197,9 +197,12 @@ def add_lid_parsers(sub) -> None:
     e.add_argument("--k", type=int, default=3, help="NDCG cut-off")
     e.add_argument("--n-perm", type=int, default=10000, help="random rankings for the permutation p-values")
     e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the noise of the oracle")
-    e.add_argument("--seed-floor", choices=("baseline", "none"), default="baseline", help="ties with --matrix: "
-                   "also within the training noise of the from-scratch baselines' seed spread (baseline, default), "
-                   "or within the test utterances' bootstrap alone (none)")
+    e.add_argument("--seed-floor", choices=("baseline", "adapt", "none"), default="baseline", help="ties with "
+                   "--matrix: within the test utterances' bootstrap or a training-noise floor, the seed spread of "
+                   "the from-scratch baselines (baseline, default) or of adaptation runs (adapt: needs "
+                   "--noise-matrix or a matrix with several seeds); none: the bootstrap alone")
+    e.add_argument("--noise-matrix", default=None, help="a matrix folder of some of --matrix's pairs at other seeds "
+                   "(sources retrained too): their spread is the adapt seed floor")
     e.add_argument("--max-hours", type=float, default=None, help="target audio scored per language")
     common(e)
     e.set_defaults(func=_rank_eval)

@@ -37,29 +37,47 @@ COMBINED = ("lid_frame", "embedding", "phonotactic")  # the parts of the combine
 # The oracle
 
 
+SEED_FLOORS = ("baseline", "adapt", "none")  # where a cell's training noise comes from (matrix_oracle)
+
+
 def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 2000, alpha: float = 0.05,
-                  seed_floor: str = "baseline") -> dict:
+                  seed_floor: str = "baseline", noise_matrix: str | Path | None = None) -> dict:
     """The measured matrix of a matrix folder with its noise: {"metric", "errors": t -> s -> %, "tied": t -> [s],
-    "noise": t -> noise_ties details, "unlearned": [(target, source)], "seed_sd": t -> sd}.
+    "noise": t -> noise_ties details, "unlearned": [(target, source)], "seed_sd": t -> sd, "seed_floor",
+    "adapt_noise"}.
 
     A cell is the mean over the seeds that learned; its per-utterance errors (decode_test/errors.jsonl) are
-    averaged over those seeds for the paired bootstrap. The seed floor is the sd over seeds of the target's
-    from-scratch baseline at the target budget (baseline_seeds), 0 without several seeds. seed_floor "none" leaves
-    it out of the ties (the test utterances' bootstrap alone: a cell's own training noise is then not counted; a
-    from-scratch run's seed spread may overstate that of a run adapted from a fixed source); seed_sd still reports it.
+    averaged over those seeds for the paired bootstrap. A source is tied with the target's best when that bootstrap
+    does not separate them or their difference is within training noise, the seed sd given by `seed_floor`:
+      "baseline"  the sd over seeds of the target's from-scratch baseline at the target budget (baseline_seeds);
+                  0 without several seeds. A from-scratch run also varies its initialization, so this may
+                  overstate the noise of a run adapted from a pre-trained source.
+      "adapt"     the sd over seeds of adaptation cells themselves, pooled over every cell measured at several
+                  seeds: the cells of `noise_matrix` (a matrix folder of some of the same pairs at other seeds,
+                  sources retrained at those seeds too) together with this matrix's runs of the same pairs, and any
+                  cell of this matrix that has several seeds.
+      "none"      the test utterances' bootstrap alone (a cell's own training noise is not counted).
+    seed_sd: the baselines' spread per target (reported whatever the floor); floor_sd: the sd the ties used;
+    adapt_noise: the pooled adaptation spread, when measured.
     """
-    if seed_floor not in ("baseline", "none"):
-        raise ValueError(f"seed_floor must be 'baseline' or 'none', not {seed_floor!r}")
+    if seed_floor not in SEED_FLOORS:
+        raise ValueError(f"seed_floor must be one of {', '.join(SEED_FLOORS)}, not {seed_floor!r}")
     from .report import Results
 
     if metric not in ("cer", "wer"):
         raise ValueError(f"metric must be 'cer' or 'wer', not {metric!r}")
     res = Results(matrix_dir)
+    adapt_noise = adaptation_spread(res, Results(noise_matrix) if noise_matrix else None, metric)
+    if seed_floor == "adapt" and adapt_noise is None:
+        raise ValueError("seed_floor 'adapt' needs adaptation cells measured at 2 or more seeds: give a noise "
+                         "matrix (the same pairs at other seeds) or a matrix with several seeds")
     key = ("char_errors", "ref_chars") if metric == "cer" else ("errors", "ref_words")
-    errors, tied, noise, unlearned, seed_sd = {}, {}, {}, [], {}
+    errors, tied, noise, unlearned, seed_sd, floor_sd = {}, {}, {}, [], {}, {}
     for t in res.config["targets"]:
         base = res.values(metric, table="baseline", target=t, budget="small")
         seed_sd[t] = statistics.stdev(base) if len(base) >= 2 else 0.0
+        floor_sd[t] = {"baseline": seed_sd[t], "none": 0.0,
+                       "adapt": adapt_noise["sd"] if adapt_noise else 0.0}[seed_floor]
         per_utt = {}
         for s in res.config["sources"]:
             if s == t:
@@ -72,10 +90,35 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
                 errors.setdefault(t, {})[s] = res.value(metric, **role)
                 per_utt[s] = _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
         if len(per_utt) >= 2:
-            noise[t] = noise_ties(per_utt, seed_sd[t] if seed_floor == "baseline" else 0.0, n_boot, alpha)
+            noise[t] = noise_ties(per_utt, floor_sd[t], n_boot, alpha)
             tied[t] = noise[t]["tied"]
     return {"metric": metric, "matrix_dir": str(matrix_dir), "errors": errors, "tied": tied, "noise": noise,
-            "unlearned": unlearned, "seed_sd": seed_sd, "seed_floor": seed_floor, "alpha": alpha, "n_boot": n_boot}
+            "unlearned": unlearned, "seed_sd": seed_sd, "seed_floor": seed_floor, "floor_sd": floor_sd,
+            "adapt_noise": adapt_noise,
+            "alpha": alpha, "n_boot": n_boot}
+
+
+def adaptation_spread(res, extra=None, metric: str = "cer") -> dict | None:
+    """The seed spread of adaptation cells: {"sd", "cells", "runs", "per_cell": "t<-s" -> [values]} or None.
+
+    res, extra: report.Results of a matrix and (optionally) of a second one with some of the same (source, target)
+    pairs at other seeds. A cell's values are its learned runs' test `metric` in both; the sd is pooled over the
+    cells with 2 or more (the root of the mean of their sample variances, weighted by degrees of freedom).
+    """
+    per_cell = {}
+    for r in (res, extra):
+        if r is None:
+            continue
+        for t in r.config["targets"]:
+            for s in r.config["sources"]:
+                if s != t:
+                    per_cell.setdefault(f"{t}<-{s}", []).extend(r.values(metric, table="matrix", source=s, target=t))
+    multi = {k: v for k, v in per_cell.items() if len(v) >= 2}
+    if not multi:
+        return None
+    dof = sum(len(v) - 1 for v in multi.values())
+    var = sum(statistics.variance(v) * (len(v) - 1) for v in multi.values()) / dof
+    return {"sd": var ** 0.5, "cells": len(multi), "runs": sum(map(len, multi.values())), "per_cell": multi}
 
 
 def _mean_errors(paths: list[Path], key: tuple[str, str]) -> dict[str, tuple[float, int]]:
@@ -271,11 +314,25 @@ def _oracle_summary(oracle: dict) -> dict:
     return {"metric": oracle["metric"], "tied": oracle.get("tied", {}),
             "unique_best": sorted(t for t, v in oracle.get("tied", {}).items() if len(v) == 1),
             "unlearned": oracle.get("unlearned", []), "seed_sd": oracle.get("seed_sd", {}),
-            "seed_floor": oracle.get("seed_floor", "baseline")}
+            "seed_floor": oracle.get("seed_floor", "baseline"), "adapt_noise": _brief(oracle.get("adapt_noise"))}
+
+
+def _brief(adapt_noise: dict | None) -> dict | None:
+    return None if not adapt_noise else {k: adapt_noise[k] for k in ("sd", "cells", "runs")}
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Reports
+
+
+def _floor_words(o: dict) -> str:
+    floor, a = o.get("seed_floor", "baseline"), o.get("adapt_noise")
+    if floor == "none":
+        return "; no seed floor: a cell's own training noise is not counted"
+    if floor == "adapt":
+        return (f", and the seed spread of adaptation runs, sd {a['sd']:.2f} pooled over {a['cells']} cells at "
+                f"2+ seeds ({a['runs']} runs)")
+    return ", and the from-scratch baselines' seed spread"
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -299,8 +356,7 @@ def evaluation_markdown(results: dict) -> str:
     lines = [f"## Source ranking against the {m} matrix", "",
              f"Oracle: test {m} (%) of each target adapted from each source (the target itself excluded). A source "
              f"within noise of the target's best (paired bootstrap over its test utterances, 95%"
-             + (", and the from-scratch baselines' seed spread" if o.get("seed_floor", "baseline") == "baseline"
-                else "; no seed floor: a cell's own training noise is not counted")
+             + _floor_words(o)
              + f") counts as equally good in every metric. {n_unique} of {len(results['targets'])} "
              f"targets have one best source beyond noise ({', '.join(o['unique_best']) or 'none'})."
              + (f" Cells left out because their run did not learn: {len(o['unlearned'])}." if o["unlearned"] else ""),

@@ -3,7 +3,9 @@
 # matrix (the oracle), an LID over all of them, and every predictor evaluated leave-one-out against the matrix.
 # Every stage is cached and resumable: re-running skips what is finished.
 #   1 matrix    the corpus (13 languages, eSpeak NG + CLDR words), then the 13 x 13 pretrain x adapt matrix and
-#               3-seed from-scratch baselines (benchmark.yaml; about 2 h on 2 cores)
+#               3-seed from-scratch baselines (benchmark.yaml; about 2.5 h on 2 cores), then the noise matrix:
+#               every target adapted from one source per multi-language family (bn, tr, ta: the first listed) at
+#               seeds 1 and 2, sources retrained at those seeds (about 45 min): the training noise of a cell
 #   2 models    a phone recognizer on the 13 languages and the LID started from it (accuracy and confusion on
 #               held-out voices), then per target the recognizer and the LID without it (train_models.py;
 #               needs no matrix: it can run beside stage 1)
@@ -26,6 +28,7 @@ done
 here=$(dirname "$0")
 run() { echo "+ $*"; [ -n "$dry" ] || "$@"; }
 langs="bn as hi ne mr ur tr az kk uz ta te th"
+noise_sources="bn,tr,ta"  # the noise matrix's sources: the first listed of each family with 2+ languages
 results=results/ranking_benchmark
 
 # one pass of stages 1-3 on a corpus: $1 = name (benchmark, benchmark_control), the rest = extra --set overrides
@@ -37,6 +40,12 @@ pass() {
   for s in "$@"; do phone_sets+=(--phone-set "$s"); done
   if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     run xlingual matrix "$here/benchmark.yaml" --jobs "$jobs" --set "out_dir=exp/$name" "${sets[@]}"
+    # its from-scratch baselines at seeds 1-2 are the main matrix's (the same runs, the same keys): copied (no
+    # checkpoints: nothing adapts from a baseline), they count as done instead of being trained twice
+    run python "$here/collect.py" save "exp/$name" "exp/${name}_seeds" --only 'scratch/*-3min/seed[12]'
+    run xlingual matrix "$here/benchmark.yaml" --jobs "$jobs" --set "out_dir=exp/${name}_seeds" "${sets[@]}" \
+        --set "sources=[$noise_sources]" --set "seeds=[1,2]" --set "baseline_seeds=[]" --set "pools={}" \
+        --set "pool_budgets=[]"
   fi
   if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     run python "$here/train_models.py" --lid "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" \
@@ -44,7 +53,8 @@ pass() {
         "${phone_sets[@]}" --jobs "$jobs" --set train.threads=1 --phone-set train.threads=1
   fi
   if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-    run xlingual rank-eval --matrix "exp/$name" --metric cer --lid "exp/${name}_lid/best.pt" \
+    run xlingual rank-eval --matrix "exp/$name" --metric cer --seed-floor adapt --noise-matrix "exp/${name}_seeds" \
+        --lid "exp/${name}_lid/best.pt" \
         --loo-config "$here/benchmark_lid.yaml" --set "out_dir=exp/${name}_lid" "${sets[@]}" \
         --phone-config "$here/benchmark_phones.yaml" --phone-set "out_dir=exp/${name}_phones" "${phone_sets[@]}" \
         --lid-from-phones --jobs "$jobs" --set train.threads=1 --phone-set train.threads=1 \
@@ -61,7 +71,7 @@ if [ "$stop_stage" -ge 4 ]; then
 fi
 if [ "$stop_stage" -ge 5 ]; then  # what was measured (no checkpoints): reports, every run's results, the ranking
   for name in benchmark benchmark_control; do
-    for part in "" _lid _phones; do
+    for part in "" _seeds _lid _phones; do
       if [ -d "exp/$name$part" ] || [ -n "$dry" ]; then
         run python "$here/collect.py" save "exp/$name$part" "$results/$name$part"
       fi

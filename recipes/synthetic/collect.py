@@ -2,6 +2,7 @@
 
     python recipes/synthetic/collect.py save exp/benchmark results/ranking_benchmark/matrix
     python recipes/synthetic/collect.py restore results/ranking_benchmark/matrix exp/benchmark
+    python recipes/synthetic/collect.py save exp/benchmark exp/benchmark_seeds --only 'scratch/*-3min/seed[12]'
 
 `save` keeps, for every run folder below the source (a folder with a run.json or cell.json): cell.json, run.json,
 results.json, train_log.jsonl, decode_*/errors.jsonl, decode_*/summary.json, decode_*/report.json and
@@ -40,8 +41,11 @@ def wanted(root: Path) -> list[Path]:
     return sorted(set(out))
 
 
-def copy(src: Path, dst: Path) -> int:
+def copy(src: Path, dst: Path, only: str | None = None) -> int:
     files = wanted(src)
+    if only is not None:  # the run folders matching the glob, nothing else (no plan, no reports)
+        runs = {p.relative_to(src) for p in src.glob(only) if p.is_dir()}
+        files = [f for f in files if any(f.is_relative_to(r) for r in runs)]
     for rel in files:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, dst / rel)
@@ -49,6 +53,9 @@ def copy(src: Path, dst: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
+    only = None
+    if len(argv) == 5 and argv[3] == "--only":  # keep just the runs whose folder matches a glob, e.g. scratch/*/seed1
+        only, argv = argv[4], argv[:3]
     if len(argv) != 3 or argv[0] not in ("save", "restore"):
         print(__doc__, file=sys.stderr)
         return 2
@@ -56,7 +63,7 @@ def main(argv: list[str]) -> int:
     if not src.is_dir():
         print(f"collect: {src} is not a folder", file=sys.stderr)
         return 2
-    n = copy(src, dst)
+    n = copy(src, dst, only)
     print(f"collect {argv[0]}: {n} files from {src} to {dst}")
     return 0
 
