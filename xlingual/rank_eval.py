@@ -76,8 +76,7 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
     for t in res.config["targets"]:
         base = res.values(metric, table="baseline", target=t, budget="small")
         seed_sd[t] = statistics.stdev(base) if len(base) >= 2 else 0.0
-        floor_sd[t] = {"baseline": seed_sd[t], "none": 0.0,
-                       "adapt": adapt_noise["sd"] if adapt_noise else 0.0}[seed_floor]
+        floor_sd[t] = {"baseline": seed_sd[t], "none": 0.0, "adapt": (adapt_noise or {}).get("sd")}[seed_floor]
         per_utt = {}
         for s in res.config["sources"]:
             if s == t:
@@ -94,8 +93,7 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
             tied[t] = noise[t]["tied"]
     return {"metric": metric, "matrix_dir": str(matrix_dir), "errors": errors, "tied": tied, "noise": noise,
             "unlearned": unlearned, "seed_sd": seed_sd, "seed_floor": seed_floor, "floor_sd": floor_sd,
-            "adapt_noise": adapt_noise,
-            "alpha": alpha, "n_boot": n_boot}
+            "adapt_noise": adapt_noise, "alpha": alpha, "n_boot": n_boot}
 
 
 def adaptation_spread(res, extra=None, metric: str = "cer") -> dict | None:
