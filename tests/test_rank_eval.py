@@ -117,3 +117,30 @@ def test_tables_name_the_metric_of_the_oracle(tmp_path, metric, other):
     header = (out / "ranking_baselines_char_jaccard.csv").read_text().splitlines()[0].split(",")
     assert f"chosen_{metric}" in header and f"best_{metric}" in header
     assert not any(other.lower() in c for c in header)
+
+
+@pytest.mark.parametrize("pool_cer, verdict", [(10.0, "better"), (20.5, "tie"), (45.0, "worse")])
+def test_pools_are_compared_with_each_targets_best_single_source(tmp_path, pool_cer, verdict):
+    """A pooled source is not a ranking candidate: the oracle compares it with each target's best single source
+    (tr: bn 20.0) under the same noise rule, and ranking_eval.md tables the verdicts."""
+    sets = [*THREE, "pools={all: [bn, tr, th]}", "pool_budgets=[equal]"]
+
+    def cer(c):
+        for r in c["roles"]:
+            if r.get("source") == "all":  # the pool's own pre-training, and its adaptations
+                return pool_cer if r["table"] == "matrix" and r["target"] == "tr" else 60.0
+        return cer_of(c)
+
+    fake_matrix(tmp_path / "m", sets, cer)
+    o = matrix_oracle(tmp_path / "m", "cer", n_boot=1000, seed_floor="none")
+    assert "all" not in o["errors"]["bn"] and "all" not in o["tied"]["bn"]  # not a candidate
+    tr = o["pools"]["tr"]["all"]
+    assert tr["best_single"] == "bn" and tr["verdict"] == verdict
+    assert tr["difference"] == pytest.approx(tr["error"] - tr["best_single_error"])
+    lo, hi = tr["interval"]
+    assert lo <= tr["difference"] <= hi and (lo > 0 or hi < 0) == (verdict != "tie")
+    assert o["pools"]["bn"]["all"]["verdict"] == "worse"  # 60 vs 30
+    write_tiny_corpus(tmp_path / "data", ("bn", "tr", "th"))
+    run_rank_eval(o, tmp_path / "eval", tmp_path / "data", baselines=("char",), n_perm=100)
+    md = (tmp_path / "eval" / "ranking_eval.md").read_text()
+    assert "### Pooled sources vs the best single source" in md and f"| tr | {tr['error']:.1f} | bn (" in md

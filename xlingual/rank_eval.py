@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .config import LIDConfig, PhonotacticConfig
+from .config import LIDConfig, PhonotacticConfig, matrix_sources
 from .corpus import read_manifest, subset_hours
 from .fileio import read_json, write_json, write_text
 from .lid_scores import plot_heatmap, write_score_matrix
@@ -58,7 +58,8 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
                   cell of this matrix that has several seeds.
       "none"      the test utterances' bootstrap alone (a cell's own training noise is not counted).
     seed_sd: the baselines' spread per target (reported whatever the floor); floor_sd: the sd the ties used;
-    adapt_noise: the pooled adaptation spread, when measured.
+    adapt_noise: the pooled adaptation spread, when measured. pools: target -> pool -> pool_vs_best (the matrix's
+    pooled sources against the target's best single source, same noise rule); pools are not ranking candidates.
     """
     if seed_floor not in SEED_FLOORS:
         raise ValueError(f"seed_floor must be one of {', '.join(SEED_FLOORS)}, not {seed_floor!r}")
@@ -72,7 +73,9 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
         raise ValueError("seed_floor 'adapt' needs adaptation cells measured at 2 or more seeds: give a noise "
                          "matrix (the same pairs at other seeds) or a matrix with several seeds")
     key = ("char_errors", "ref_chars") if metric == "cer" else ("errors", "ref_words")
-    errors, tied, noise, unlearned, seed_sd, floor_sd = {}, {}, {}, [], {}, {}
+    errors, tied, noise, unlearned, seed_sd, floor_sd, pools = {}, {}, {}, [], {}, {}, {}
+    # pooled multilingual sources (matrix `pools`): not ranking candidates, compared with each target's best single
+    pool_names = [c for c in matrix_sources(res.config) if c not in res.config["sources"]]
     for t in res.config["targets"]:
         base = res.values(metric, table="baseline", target=t, budget="small")
         seed_sd[t] = statistics.stdev(base) if len(base) >= 2 else 0.0
@@ -91,9 +94,30 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
         if len(per_utt) >= 2:
             noise[t] = noise_ties(per_utt, floor_sd[t], n_boot, alpha)
             tied[t] = noise[t]["tied"]
+            for p in pool_names:
+                runs = [c for c in res.runs(table="matrix", source=p, target=t)
+                        if c["name"] in res.results and res.learned(c["name"])]
+                if runs:
+                    pool_utt = _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
+                    pools.setdefault(t, {})[p] = pool_vs_best(pool_utt, per_utt[noise[t]["best"]],
+                                                              noise[t]["best"], floor_sd[t], n_boot, alpha)
     return {"metric": metric, "matrix_dir": str(matrix_dir), "errors": errors, "tied": tied, "noise": noise,
             "unlearned": unlearned, "seed_sd": seed_sd, "seed_floor": seed_floor, "floor_sd": floor_sd,
-            "adapt_noise": adapt_noise, "alpha": alpha, "n_boot": n_boot}
+            "adapt_noise": adapt_noise, "alpha": alpha, "n_boot": n_boot, "pools": pools}
+
+
+def pool_vs_best(pool_utt: dict, best_utt: dict, best: str, seed_sd: float, n_boot: int = 2000,
+                 alpha: float = 0.05) -> dict:
+    """A pooled source against a target's best single source, with the oracle's own noise rule (noise_ties on the
+    two): {"error", "best_single", "best_single_error", "difference" (pool - best single, points), "interval"
+    (its paired-bootstrap interval), "verdict": "better" | "tie" | "worse"}. The best single source is picked
+    after the fact among many (its error is optimistically low): a pool that ties it is no worse than the choice
+    an oracle would make."""
+    cmp = noise_ties({"pool": pool_utt, "single": best_utt}, seed_sd, n_boot, alpha)
+    lo, hi = cmp["intervals"]["pool"] if cmp["best"] == "single" else [-x for x in cmp["intervals"]["single"][::-1]]
+    verdict = "tie" if len(cmp["tied"]) == 2 else ("better" if cmp["best"] == "pool" else "worse")
+    return {"error": cmp["errors"]["pool"], "best_single": best, "best_single_error": cmp["errors"]["single"],
+            "difference": cmp["errors"]["pool"] - cmp["errors"]["single"], "interval": [lo, hi], "verdict": verdict}
 
 
 def adaptation_spread(res, extra=None, metric: str = "cer") -> dict | None:
@@ -312,7 +336,8 @@ def _oracle_summary(oracle: dict) -> dict:
     return {"metric": oracle["metric"], "tied": oracle.get("tied", {}),
             "unique_best": sorted(t for t, v in oracle.get("tied", {}).items() if len(v) == 1),
             "unlearned": oracle.get("unlearned", []), "seed_sd": oracle.get("seed_sd", {}),
-            "seed_floor": oracle.get("seed_floor", "baseline"), "adapt_noise": _brief(oracle.get("adapt_noise"))}
+            "seed_floor": oracle.get("seed_floor", "baseline"), "adapt_noise": _brief(oracle.get("adapt_noise")),
+            "pools": oracle.get("pools", {})}
 
 
 def _brief(adapt_noise: dict | None) -> dict | None:
@@ -378,6 +403,7 @@ def evaluation_markdown(results: dict) -> str:
                      f"{_fmt(s['random_top1_hits'], 2)} | {_p(ev, 'top1_hits')} | {_fmt(s['mean_regret'], 2)} | "
                      f"{_fmt(s['random_regret'], 2)} | {_p(ev, 'mean_regret')} | {_fmt(s['spearman'])} | "
                      f"{_p(ev, 'spearman')} | {_fmt(s[f'ndcg@{k}'])} | {_p(ev, f'ndcg@{k}')} | {vs_txt} |")
+    lines += _pool_lines(o.get("pools", {}), m)
     for (setting, name), ev in _each(results):
         lines += ["", f"### {setting} / {name}", "",
                   f"| target | predicted order (score) | chosen ({m}) | best ({m}) | tied with best | regret |",
@@ -393,6 +419,28 @@ def evaluation_markdown(results: dict) -> str:
     if results["notes"]:
         lines += ["", "Notes: " + "; ".join(results["notes"])]
     return "\n".join(lines) + "\n"
+
+
+def _pool_lines(pools: dict, m: str) -> list[str]:
+    """The pooled sources against each target's best single source (markdown), if the matrix has pools."""
+    if not pools:
+        return []
+    names = sorted({p for row in pools.values() for p in row})
+    lines = ["", "### Pooled sources vs the best single source", ""]
+    for p in names:
+        rows = {t: row[p] for t, row in sorted(pools.items()) if p in row}
+        count = {v: sum(r["verdict"] == v for r in rows.values()) for v in ("better", "tie", "worse")}
+        lines += [f"`{p}` (the target's own language left out) against each target's best single source, same "
+                  f"noise rule: better beyond noise for {count['better']}, tied for {count['tie']}, worse for "
+                  f"{count['worse']} of {len(rows)} targets. The best single source is picked after the fact, which "
+                  f"favours it.", "",
+                  f"| target | {p} ({m}) | best single ({m}) | pool - best [95% bootstrap] | verdict |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {t} | {r['error']:.1f} | {r['best_single']} ({r['best_single_error']:.1f}) | "
+                  f"{r['difference']:+.1f} [{r['interval'][0]:+.1f}, {r['interval'][1]:+.1f}] | {r['verdict']} |"
+                  for t, r in rows.items()]
+        lines.append("")
+    return lines
 
 
 def _each(results: dict):
