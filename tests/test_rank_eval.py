@@ -144,3 +144,44 @@ def test_pools_are_compared_with_each_targets_best_single_source(tmp_path, pool_
     run_rank_eval(o, tmp_path / "eval", tmp_path / "data", baselines=("char",), n_perm=100)
     md = (tmp_path / "eval" / "ranking_eval.md").read_text()
     assert "### Pooled sources vs the best single source" in md and f"| tr | {tr['error']:.1f} | bn (" in md
+
+
+def test_saved_scores_are_rescored_against_a_new_matrix(tmp_path):
+    """--scores-from: an earlier evaluation's predictor scores, re-scored against a matrix with other values or
+    another noise rule, with no model, corpus or baseline run again (a fresh machine has only results/)."""
+    from xlingual.cli import main
+
+    fake_matrix(tmp_path / "m1", THREE, cer_of)
+    write_tiny_corpus(tmp_path / "data", ("bn", "tr", "th"))
+    first = run_rank_eval(matrix_oracle(tmp_path / "m1", "cer", n_boot=200, seed_floor="none"), tmp_path / "e1",
+                          tmp_path / "data", baselines=("ipa",), n_perm=200)  # IPA: distinct scores here
+    # the same oracle: the same evaluation, from the saved scores alone (no data folder)
+    again = run_rank_eval(matrix_oracle(tmp_path / "m1", "cer", n_boot=200, seed_floor="none"), tmp_path / "e2",
+                          None, n_perm=200, saved=tmp_path / "e1")
+    for name, ev in first["evaluations"]["baselines"].items():
+        assert again["evaluations"]["baselines"][name]["summary"]["mean_regret"] == pytest.approx(
+            ev["summary"]["mean_regret"], abs=1e-4)
+        assert [r["chosen"] for r in again["evaluations"]["baselines"][name]["targets"]] == \
+            [r["chosen"] for r in ev["targets"]]
+    assert all(isinstance(r["chosen"], str) for ev in first["evaluations"]["baselines"].values()
+               for r in ev["targets"])  # one choice per target: a wrong reading of the scores changes it
+    assert "reused from" in again["notes"][0] and again["scores_from"].endswith("ranking_eval.json")
+    # a matrix whose best sources are the other way round: the same choices now have regret
+    flipped = {("bn", "tr"): 55.0, ("bn", "th"): 20.0, ("tr", "bn"): 45.0, ("tr", "th"): 20.0,
+               ("th", "bn"): 70.0, ("th", "tr"): 30.0}
+    fake_matrix(tmp_path / "m2", THREE, lambda c: _with(flipped, c))
+    out = tmp_path / "e3"
+    assert main(["rank-eval", "--matrix", str(tmp_path / "m2"), "--seed-floor", "none", "--n-perm", "200",
+                 "--scores-from", str(tmp_path / "e1"), "--out", str(out)]) in (0, None)
+    res = json.loads((out / "ranking_eval.json").read_text())
+    for name, ev in first["evaluations"]["baselines"].items():
+        new = {r["target"]: r for r in res["evaluations"]["baselines"][name]["targets"]}
+        for r in ev["targets"]:  # same choice, scored on the new matrix
+            assert new[r["target"]]["chosen"] == r["chosen"]
+            assert new[r["target"]]["chosen_wer"] == pytest.approx(flipped[(r["target"], r["chosen"])], abs=1e-3)
+    with pytest.raises(ValueError, match="re-scored as they are"):  # saved scores are not mixed with new ones
+        run_rank_eval(matrix_oracle(tmp_path / "m2", "cer", n_boot=200), tmp_path / "e4", tmp_path / "data",
+                      baselines=("char",), saved=tmp_path / "e1")
+    with pytest.raises(FileNotFoundError, match="no ranking_eval.json"):
+        run_rank_eval(matrix_oracle(tmp_path / "m2", "cer", n_boot=200), tmp_path / "e5", None, baselines=(),
+                      saved=tmp_path / "nowhere")

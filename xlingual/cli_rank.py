@@ -107,16 +107,20 @@ def _rank_eval(args) -> None:
                          "<CSV> (values only), one of them")
     oracle = (matrix_oracle(args.matrix, args.metric, n_boot=args.n_boot, seed_floor=args.seed_floor,
                             noise_matrix=args.noise_matrix) if args.matrix else csv_oracle(args.wer_matrix))
-    if not (args.data or args.lid):
+    if args.scores_from:  # re-score saved predictions: no model, data or baseline is needed
+        data_dir = args.data
+    elif not (args.data or args.lid):
         raise ValueError("--data <corpus folder> is needed when no --lid gives the corpus it was trained on")
-    data_dir = args.data or load_lid(args.lid)[1]["config"]["corpus"]["dir"]
+    else:
+        data_dir = args.data or load_lid(args.lid)[1]["config"]["corpus"]["dir"]
     loo = load_config(LIDConfig, args.loo_config, args.set) if args.loo_config else None
     phones = load_config(PhonotacticConfig, args.phone_config, args.phone_set) if args.phone_config else None
-    baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
+    kinds = args.baselines if args.baselines is not None else ("" if args.scores_from else "char,ipa,typology")
+    baselines = tuple(b for b in kinds.split(",") if b and b != "none")
     run_rank_eval(oracle, args.out, data_dir, split=args.split, lid_ckpt=args.lid, loo_cfg=loo, phone_cfg=phones,
                   baselines=baselines, k=args.k, n_perm=args.n_perm, level=args.level, max_hours=args.max_hours,
                   cache_dir=args.cache_dir, device=args.device, jobs=args.jobs, lid_from_phones=args.lid_from_phones,
-                  keep_unlearned=args.keep_unlearned)
+                  keep_unlearned=args.keep_unlearned, saved=args.scores_from)
     print((Path(args.out) / "ranking_eval.md").read_text(encoding="utf-8"), end="")
 
 
@@ -193,7 +197,12 @@ def add_lid_parsers(sub) -> None:
                    "for checking a pipeline on tiny data")
     e.add_argument("--jobs", type=int, default=1, help="leave-one-out models trained at once (a process each; set "
                    "their train.threads so that jobs x threads fits the cores)")
-    e.add_argument("--baselines", default="char,ipa,typology", help="comma list of char, ipa, typology; or none")
+    e.add_argument("--baselines", default=None, help="comma list of char, ipa, typology; or none (default: all "
+                   "three, none with --scores-from)")
+    e.add_argument("--scores-from", default=None, metavar="RANKING_EVAL", help="re-score the predictor scores of an "
+                   "earlier evaluation (its --out folder or ranking_eval.json) against --matrix, e.g. after more "
+                   "runs or with another --seed-floor, without its models or data (no --lid, --loo-config, "
+                   "--phone-config or --baselines then)")
     e.add_argument("--k", type=int, default=3, help="NDCG cut-off")
     e.add_argument("--n-perm", type=int, default=10000, help="random rankings for the permutation p-values")
     e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the noise of the oracle")

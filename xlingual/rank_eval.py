@@ -168,21 +168,32 @@ def csv_oracle(path: str | Path) -> dict:
 def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split: str = "test",
                   lid_ckpt: str | Path | None = None, loo_cfg: LIDConfig | None = None,
                   phone_cfg: PhonotacticConfig | None = None,
-                  baselines: tuple[str, ...] = ("char", "ipa", "typology"), k: int = 3, n_perm: int = 10000,
+                  baselines: tuple[str, ...] | None = None, k: int = 3, n_perm: int = 10000,
                   level: str = "frame", max_hours: float | None = None, source_split: str = "dev",
                   cache_dir: str | Path | None = None, device: str | None = None, jobs: int = 1,
-                  lid_from_phones: bool = False, keep_unlearned: bool = False) -> dict:
+                  lid_from_phones: bool = False, keep_unlearned: bool = False,
+                  saved: str | Path | None = None) -> dict:
     """Evaluate every predictor that the arguments allow against `oracle` (matrix_oracle or csv_oracle).
 
     Target speech: data_dir/<target>/<split>.jsonl (text optional); the sources' own speech (embeddings,
     phonotactics): data_dir/<source>/<source_split>.jsonl; transcripts for the inventory baselines:
     data_dir/<lang>/train.jsonl. lid_ckpt: an LID over the sources (in-set setting); loo_cfg: train (cached) one
     LID per target without it; phone_cfg: train (cached) one phone recognizer per target without it.
+    baselines: the text baselines to compute (default char, ipa and typology; none with `saved`).
     jobs: leave-one-out models trained at once (a process each). lid_from_phones: each target's LID starts from
     the encoder of that target's phone recognizer (which never heard it either). An LID that did not learn (its
     results.json says so) gives no scores, unless keep_unlearned (checking a pipeline on tiny data: the notes then
     say that those rows are no evidence).
+    saved: an earlier evaluation's ranking_eval.json whose predictor scores are re-scored against `oracle` (a matrix
+    with more runs, another noise rule) instead of running any model or baseline again: no data is read then, and
+    the LID, recognizer and baseline arguments must be left out.
     """
+    if saved is not None:
+        if lid_ckpt is not None or loo_cfg is not None or phone_cfg is not None or baselines:
+            raise ValueError("saved scores are re-scored as they are: leave out the LID, leave-one-out, phone and "
+                             "baseline options (they would compute the scores again)")
+        return _rescore(oracle, out_dir, saved, k, n_perm)
+    baselines = ("char", "ipa", "typology") if baselines is None else baselines
     data_dir, out = Path(data_dir), Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else data_dir / ".features"
     errors, tied = oracle["errors"], {t: set(v) for t, v in oracle.get("tied", {}).items()}
@@ -256,6 +267,15 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
         scores["loo"]["combined"] = combine(parts)
     scores["baselines"] = _baselines(baselines, data_dir, targets, sources, timings, notes)
 
+    info = {"targets": targets, "sources": sources, "split": split, "data_dir": str(data_dir),
+            "lid_checkpoint": str(lid_ckpt), "lid_languages": lid_languages, "timings": timings, "notes": notes,
+            **results_extra}
+    return _finish(oracle, out, scores, info, k, n_perm)
+
+
+def _finish(oracle: dict, out: Path, scores: dict, info: dict, k: int, n_perm: int) -> dict:
+    """Evaluate the scores (setting -> predictor -> target -> source -> score) against the oracle; write the files."""
+    errors, tied = oracle["errors"], {t: set(v) for t, v in oracle.get("tied", {}).items()}
     evaluations = {setting: {name: _evaluate(sc, errors, tied, k, n_perm) for name, sc in preds.items() if sc}
                    for setting, preds in scores.items()}
     evaluations = {s: v for s, v in evaluations.items() if v}
@@ -267,16 +287,48 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
                                           "regret": paired_comparison(ev, evaluations["baselines"][best_base]),
                                           "top1": paired_comparison(ev, evaluations["baselines"][best_base],
                                                                     "top1")}
-    results = {"metric": oracle["metric"], "targets": targets, "sources": sources, "split": split,
-               "data_dir": str(data_dir), "k": k, "n_permutations": n_perm, "lid_checkpoint": str(lid_ckpt),
-               "lid_languages": lid_languages, "oracle": _oracle_summary(oracle), "evaluations": evaluations,
-               "best_baseline": best_base, "timings": timings, "notes": notes, **results_extra}
+    results = {"metric": oracle["metric"], "k": k, "n_permutations": n_perm, "oracle": _oracle_summary(oracle),
+               "evaluations": evaluations, "best_baseline": best_base, **info}
+    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "oracle.json", _jsonable(oracle))
     write_json(out / "ranking_eval.json", _jsonable(results))
     write_text(out / "ranking_eval.md", evaluation_markdown(results))
     for (setting, name), ev in _each(results):
         write_text(out / f"ranking_{setting}_{name}.csv", _rows_csv(ev, k, oracle["metric"]))
     return results
+
+
+def saved_scores(path: str | Path) -> dict:
+    """The predictor scores an earlier evaluation recorded in its ranking_eval.json: setting -> predictor -> target
+    -> source -> score (each target row's "predicted" list, rounded to 6 digits as written)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ranking_eval.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ranking_eval.json of an earlier `xlingual rank-eval` there")
+    ev = read_json(path).get("evaluations")
+    if not isinstance(ev, dict):
+        raise ValueError(f"{path}: not a ranking_eval.json (no 'evaluations'); give the file an earlier "
+                         "`xlingual rank-eval --out` folder holds")
+    return {setting: {name: {row["target"]: dict(row["predicted"]) for row in pred["targets"]}
+                      for name, pred in preds.items()} for setting, preds in ev.items()}
+
+
+def _rescore(oracle: dict, out_dir: str | Path, saved: str | Path, k: int, n_perm: int) -> dict:
+    """Re-score an earlier evaluation's predictor scores against `oracle` (run_rank_eval's `saved`)."""
+    path = Path(saved) / "ranking_eval.json" if Path(saved).is_dir() else Path(saved)
+    scores, before = saved_scores(path), read_json(path)
+    targets = sorted(oracle["errors"])
+    sources = sorted({s for row in oracle["errors"].values() for s in row} | set(targets))
+    missing = sorted(t for t in targets if not any(t in sc for preds in scores.values() for sc in preds.values()))
+    notes = [f"predictor scores reused from {path} (no model or baseline was run again); its notes: "
+             + ("; ".join(before.get("notes", [])) or "none")]
+    if missing:
+        notes.append(f"the saved scores have no row for {', '.join(missing)}: those targets count as skipped")
+    keep = ("split", "data_dir", "lid_checkpoint", "lid_languages", "loo_lid_unlearned", "loo_lid_test_accuracy")
+    info = {"targets": targets, "sources": sources, **{key: before[key] for key in keep if key in before},
+            "timings": {}, "notes": notes, "scores_from": str(path)}
+    return _finish(oracle, Path(out_dir), scores, info, k, n_perm)
 
 
 def _loo_accuracy(ckpts: dict[str, Path]) -> dict[str, float]:
