@@ -101,3 +101,9 @@ def test_decoding_a_test_set_shows_its_progress(tmp_path, capsys):
     assert "decode" not in capsys.readouterr().err
     evaluate_asr(ckpt, read_manifest(manifest), tmp_path / "loud", corpus, DecodeConfig(), progress=True)
     assert "decode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, loo", [([], False), (["--loo"], True), (["--no-loo"], False)])
+def test_the_demo_trains_leave_one_out_lids_only_when_asked(argv, loo):
+    """The leave-one-out LIDs add about a third to the demo's time and some do not learn at its size: opt-in."""
+    assert build_parser().parse_args(["demo", *argv]).loo is loo
