@@ -1,6 +1,9 @@
 """The demo's whole path (corpus -> matrix -> LID -> ranking -> query -> report) at a toy size."""
 
+import json
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 from xlingual import demo
 from xlingual.config import ModelConfig
@@ -28,13 +31,22 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
     assert [r["language"] for r in summary["query"]["ranking"]] and summary["wall_seconds"] > 0
     assert (tmp_path / "demo" / "matrix" / "report" / "wer_matrix.png").is_file()
     # a one-epoch toy LID: if it did not learn, the report says its query is no evidence (and rank-eval drops it)
-    import json
-
     learned = json.loads((tmp_path / "demo" / "lid" / "results.json").read_text())["learned"]
     assert ("**Warning**: the LID" in report and "no evidence" in report) == (not learned)
     # a second run reuses everything: no training, just the report
     again = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=1, progress=False, loo=False)
     assert again["timings_s"]["matrix_s"] < summary["timings_s"]["matrix_s"]
+    # bench/demo_adapt_epochs.py re-runs only the adaptation cells at other epochs, beside a copy of the first ones
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import demo_adapt_epochs
+
+    assert demo_adapt_epochs.main([str(tmp_path / "demo"), "2", "--jobs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "| test CER, 1 epochs | test CER, 2 epochs |" in printed and "2 epochs: CER" in printed
+    assert (tmp_path / "demo_matrix_e1" / "report" / "runs.csv").is_file()
+    steps = {json.loads(p.read_text())["training"]["epochs"] for p in (tmp_path / "demo" / "matrix" / "adapt").rglob(
+        "results.json")}
+    assert steps == {2}
 
 
 def test_the_demos_lid_training_shows_progress(tmp_path):
