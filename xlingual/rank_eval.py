@@ -87,18 +87,16 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
             role = {"table": "matrix", "source": s, "target": t}
             if res.unlearned(**role) and res.value(metric, **role) is None:
                 unlearned.append((t, s))
-            runs = [c for c in res.runs(**role) if c["name"] in res.results and res.learned(c["name"])]
-            if runs:
+            utt = _learned_utterance_errors(res, role, key)
+            if utt is not None:
                 errors.setdefault(t, {})[s] = res.value(metric, **role)
-                per_utt[s] = _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
+                per_utt[s] = utt
         if len(per_utt) >= 2:
             noise[t] = noise_ties(per_utt, floor_sd[t], n_boot, alpha)
             tied[t] = noise[t]["tied"]
             for p in pool_names:
-                runs = [c for c in res.runs(table="matrix", source=p, target=t)
-                        if c["name"] in res.results and res.learned(c["name"])]
-                if runs:
-                    pool_utt = _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
+                pool_utt = _learned_utterance_errors(res, {"table": "matrix", "source": p, "target": t}, key)
+                if pool_utt is not None:
                     pools.setdefault(t, {})[p] = pool_vs_best(pool_utt, per_utt[noise[t]["best"]],
                                                               noise[t]["best"], floor_sd[t], n_boot, alpha)
     return {"metric": metric, "matrix_dir": str(matrix_dir), "errors": errors, "tied": tied, "noise": noise,
@@ -141,6 +139,15 @@ def adaptation_spread(res, extra=None, metric: str = "cer") -> dict | None:
     dof = sum(len(v) - 1 for v in multi.values())
     var = sum(statistics.variance(v) * (len(v) - 1) for v in multi.values()) / dof
     return {"sd": var ** 0.5, "cells": len(multi), "runs": sum(map(len, multi.values())), "per_cell": multi}
+
+
+def _learned_utterance_errors(res, role: dict, key: tuple[str, str]) -> dict[str, tuple[float, int]] | None:
+    """A cell's per-utterance errors averaged over its runs that learned (None: no such run): the runs that did
+    not learn are never a measurement."""
+    runs = [c for c in res.runs(**role) if c["name"] in res.results and res.learned(c["name"])]
+    if not runs:
+        return None
+    return _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
 
 
 def _mean_errors(paths: list[Path], key: tuple[str, str]) -> dict[str, tuple[float, int]]:
