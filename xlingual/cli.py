@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"xlingual {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="<verb>")
 
-    dm = sub.add_parser("demo", help="the reference experiment end to end at laptop scale (about 12 minutes on 2 CPU cores)")
+    dm = sub.add_parser("demo", help="the reference experiment end to end at laptop scale (about 12 minutes on 2 "
+                        "CPU cores)")
     dm.add_argument("--out", default="xlingual_demo", help="output folder (re-running reuses finished work)")
     dm.add_argument("--scale", type=float, default=1.0, help="multiply every amount of audio (bigger runs)")
     dm.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")

@@ -3,8 +3,8 @@
 Builds the embedded corpus (bn, as, th, tr and a "new" language kept out of LID training), trains from-scratch
 baselines and the pretrain x adapt matrix (the 4 sources, adapted to the 4 and to the new language; + adaptation
 layers, the data-size table), trains a language-ID model on the sources, scores it on every language, evaluates
-its source ranking against the measured CER matrix with its noise (in-set; leave-one-out with `loo`), answers the ranking
-query for the new language and checks it against the new language's measured row, and writes one report. Every
+its source ranking against the measured CER matrix with its noise (in-set; leave-one-out with `loo`), answers the
+ranking query for the new language and checks it against the new language's measured row, and writes one report. Every
 step is the same code as a full run (matrix, lid, rank_eval, ranking); `scale` multiplies the amounts of audio.
 Finished work is reused on re-runs.
 """

@@ -203,9 +203,7 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
     baselines = ("char", "ipa", "typology") if baselines is None else baselines
     data_dir, out = Path(data_dir), Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else data_dir / ".features"
-    errors, tied = oracle["errors"], {t: set(v) for t, v in oracle.get("tied", {}).items()}
-    targets = sorted(errors)
-    sources = sorted({s for row in errors.values() for s in row} | set(targets))
+    targets, sources = _candidates(oracle)
     speech = {t: _speech(data_dir / t / f"{split}.jsonl", max_hours) for t in targets}
     source_speech = {s: _speech(data_dir / s / f"{source_split}.jsonl", max_hours) for s in sources
                      if (data_dir / s / f"{source_split}.jsonl").is_file()}
@@ -305,28 +303,38 @@ def _finish(oracle: dict, out: Path, scores: dict, info: dict, k: int, n_perm: i
     return results
 
 
-def saved_scores(path: str | Path) -> dict:
-    """The predictor scores an earlier evaluation recorded in its ranking_eval.json: setting -> predictor -> target
-    -> source -> score (each target row's "predicted" list, rounded to 6 digits as written)."""
+def _candidates(oracle: dict) -> tuple[list[str], list[str]]:
+    """The oracle's targets and every language that is a target or a source in it."""
+    targets = sorted(oracle["errors"])
+    return targets, sorted({s for row in oracle["errors"].values() for s in row} | set(targets))
+
+
+def _read_evaluation(path: str | Path) -> tuple[Path, dict]:
+    """An earlier evaluation's ranking_eval.json (or the --out folder holding it): its path and contents."""
     path = Path(path)
     if path.is_dir():
         path = path / "ranking_eval.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no ranking_eval.json of an earlier `xlingual rank-eval` there")
-    ev = read_json(path).get("evaluations")
-    if not isinstance(ev, dict):
+    data = read_json(path)
+    if not isinstance(data.get("evaluations"), dict):
         raise ValueError(f"{path}: not a ranking_eval.json (no 'evaluations'); give the file an earlier "
                          "`xlingual rank-eval --out` folder holds")
+    return path, data
+
+
+def saved_scores(evaluation: dict) -> dict:
+    """The predictor scores an earlier evaluation (its ranking_eval.json) recorded: setting -> predictor -> target
+    -> source -> score (each target row's "predicted" list, rounded to 6 digits as written)."""
     return {setting: {name: {row["target"]: dict(row["predicted"]) for row in pred["targets"]}
-                      for name, pred in preds.items()} for setting, preds in ev.items()}
+                      for name, pred in preds.items()} for setting, preds in evaluation["evaluations"].items()}
 
 
 def _rescore(oracle: dict, out_dir: str | Path, saved: str | Path, k: int, n_perm: int) -> dict:
     """Re-score an earlier evaluation's predictor scores against `oracle` (run_rank_eval's `saved`)."""
-    path = Path(saved) / "ranking_eval.json" if Path(saved).is_dir() else Path(saved)
-    scores, before = saved_scores(path), read_json(path)
-    targets = sorted(oracle["errors"])
-    sources = sorted({s for row in oracle["errors"].values() for s in row} | set(targets))
+    path, before = _read_evaluation(saved)
+    scores = saved_scores(before)
+    targets, sources = _candidates(oracle)
     missing = sorted(t for t in targets if not any(t in sc for preds in scores.values() for sc in preds.values()))
     notes = [f"predictor scores reused from {path} (no model or baseline was run again); its notes: "
              + ("; ".join(before.get("notes", [])) or "none")]
