@@ -21,6 +21,10 @@ toolkit runs now. Every pair is interleaved round-robin and reported as the medi
   fused_adamw      the training step of the benchmark's 64-d conformer on 16-second batches (the matrix runs' shape,
                    one thread) with AdamW's per-tensor loop (before) vs its fused kernel (after, train.adamw_impl);
                    the weights after the same steps show the numerics differ by rounding only
+  fast_dropout     the same training step with torch's dropout, whose CPU masks come from bernoulli_ (before), vs
+                   cheap numpy-drawn masks in every dropout and in the attention weights (after, dropout.py and
+                   model.attention); the masks differ, so the weights do too: the loss after the same steps shows
+                   the training is alike, not identical
 
 Pruned beam search (decode.py's beam_size_token) is measured by bench/decode_speed.py; the sharded feature cache
 by bench/feature_memory.py.
@@ -49,7 +53,8 @@ import torch  # noqa: E402
 from bench import common  # noqa: E402
 
 NAME = "optimizations"
-PARTS = ("omp_wait", "feature_threads", "channels_last", "dev_eval", "wav_write", "fused_adamw", "serving_worker")
+PARTS = ("omp_wait", "feature_threads", "channels_last", "dev_eval", "wav_write", "fused_adamw", "fast_dropout",
+         "serving_worker")
 SPIN = "while True:\n    pass\n"  # a process that keeps one core busy
 
 
@@ -323,6 +328,54 @@ def fused_adamw(args) -> dict:
     return res
 
 
+def torch_dropout(model):
+    """`model` with torch's own dropout everywhere (the code before dropout.py): each FastDropout back to an
+    nn.Dropout, which also sends the attention through nn.MultiheadAttention (model._self_attention)."""
+    from xlingual.dropout import FastDropout
+
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FastDropout):
+                setattr(parent, name, torch.nn.Dropout(child.p))
+    return model
+
+
+def fast_dropout(args) -> dict:
+    import copy
+
+    from xlingual.config import ModelConfig
+    from xlingual.model import AcousticModel, dims_from_config
+
+    from bench.flops import N_MELS, VOCAB, make_batch, train_step
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the matrix's parallel runs
+    batch = make_batch(args.small_batch_seconds)
+    torch.manual_seed(0)
+    base = AcousticModel(dims_from_config(ModelConfig(preset="tiny", d_model=64, ffn_dim=256, subsample_channels=16),
+                                          N_MELS, VOCAB))
+    base.train()
+    models = {"before": torch_dropout(copy.deepcopy(base)), "after": copy.deepcopy(base)}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for k, m in models.items()}
+    losses: dict[str, list[float]] = {k: [] for k in models}
+
+    def timed(k):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            losses[k].append(train_step(models[k], opts[k], batch, False))
+        return (time.perf_counter() - t0) / args.steps
+
+    t = common.interleaved({k: (lambda k=k: timed(k)) for k in models}, repeats=args.repeats)
+    torch.set_num_threads(threads)
+    res = {"before_audio_per_s": common.stats([args.small_batch_seconds / s for s in t["before"]]),
+           "after_audio_per_s": common.stats([args.small_batch_seconds / s for s in t["after"]]),
+           "speedup": common.stats(common.ratios(t["before"], t["after"])),
+           "first_loss": {k: v[0] for k, v in losses.items()}, "last_loss": {k: v[-1] for k, v in losses.items()},
+           "steps": args.steps * args.repeats, "batch_seconds": args.small_batch_seconds}
+    print(f"fast_dropout: x{res['speedup']['median']:.2f}")
+    return res
+
+
 def serving_worker(args, work: Path) -> dict:
     from xlingual.config import MatrixConfig, from_dict
     from xlingual.matrix import _prepare_cell, plan_cells, run_matrix
@@ -407,7 +460,11 @@ def markdown(res: dict, args) -> str:
              "fused_adamw": ("AdamW: per-tensor loop -> fused kernel", "audio_per_s", "audio-s/s",
                              lambda f: f"training step, 64-d conformer, {f['batch_seconds']:.0f} s batches, 1 "
                                        f"thread (weights differ by {f['max_weight_diff']:.1e} after {f['steps']} "
-                                       "steps)")}
+                                       "steps)"),
+             "fast_dropout": ("dropout masks: torch bernoulli_ -> numpy 16-bit draws", "audio_per_s", "audio-s/s",
+                              lambda f: f"training step, 64-d conformer, {f['batch_seconds']:.0f} s batches, 1 "
+                                        f"thread (loss after {f['steps']} steps {f['last_loss']['before']:.1f} "
+                                        f"before, {f['last_loss']['after']:.1f} after)")}
     for part, (change, key, unit, on) in pairs.items():
         if part in res:
             r = res[part]
@@ -472,6 +529,7 @@ def main(argv=None) -> dict:
     parts = {"omp_wait": lambda: omp_wait(args), "feature_threads": lambda: feature_threads(args, wavs),
              "channels_last": lambda: channels_last(args), "dev_eval": lambda: dev_eval(args, dev, work),
              "wav_write": lambda: wav_write(args, wavs[0], work), "fused_adamw": lambda: fused_adamw(args),
+             "fast_dropout": lambda: fast_dropout(args),
              "serving_worker": lambda: serving_worker(args, work)}
     try:
         res = {name: fn() for name, fn in parts.items() if name not in args.skip}

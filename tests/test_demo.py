@@ -5,6 +5,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from xlingual import demo
 from xlingual.config import ModelConfig
 
@@ -23,19 +25,23 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
         return m, lid, corpus
 
     monkeypatch.setattr(demo, "demo_configs", toy)
-    summary = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=1, progress=False, loo=False)
+    # 2 jobs: the matrix's runs in worker processes, the LID alongside them in this process
+    summary = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=2, progress=False, loo=False)
     report = (tmp_path / "demo" / "report.md").read_text()
     for heading in ("WER matrix", "Data-size table", "LID average posteriors", "Source ranking against the CER",
                     f"New language ({demo.NEW_LANGUAGE})"):
         assert heading in report
     assert [r["language"] for r in summary["query"]["ranking"]] and summary["wall_seconds"] > 0
+    assert summary["lid_config"]["train"]["threads"] == 1 and "lid_after_matrix_s" in summary["timings_s"]
+    assert "The LID trained alongside the matrix" in report
     assert (tmp_path / "demo" / "matrix" / "report" / "wer_matrix.png").is_file()
     # a one-epoch toy LID: if it did not learn, the report says its query is no evidence (and rank-eval drops it)
     learned = json.loads((tmp_path / "demo" / "lid" / "results.json").read_text())["learned"]
     assert ("**Warning**: the LID" in report and "no evidence" in report) == (not learned)
-    # a second run reuses everything: no training, just the report
+    # a second run reuses everything: no training, just the report (1 job: the LID after the matrix, as before)
     again = demo.run_demo(tmp_path / "demo", scale=0.15, jobs=1, progress=False, loo=False)
     assert again["timings_s"]["matrix_s"] < summary["timings_s"]["matrix_s"]
+    assert "lid_after_matrix_s" not in again["timings_s"]
     # bench/demo_adapt_epochs.py re-runs only the adaptation cells at other epochs, beside a copy of the first ones
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench import demo_adapt_epochs
@@ -47,6 +53,17 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
     steps = {json.loads(p.read_text())["training"]["epochs"] for p in (tmp_path / "demo" / "matrix" / "adapt").rglob(
         "results.json")}
     assert steps == {2}
+
+
+def test_background_returns_the_value_or_raises_the_error():
+    job = demo.Background(lambda a, b: a + b, 2, 3)
+    assert job.result() == 5 and not job.running() and job.seconds >= 0
+
+    def fail():
+        raise ValueError("broken manifest")
+
+    with pytest.raises(ValueError, match="broken manifest"):
+        demo.Background(fail).result()
 
 
 def test_the_demos_lid_training_shows_progress(tmp_path):

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from xlingual.config import ModelConfig
-from xlingual.model import PRESETS, AcousticModel, dims_from_config, dims_from_dict, dims_to_dict, subsampled_lengths
+from xlingual import model as model_module
+from xlingual.model import (PRESETS, AcousticModel, attention, dims_from_config, dims_from_dict, dims_to_dict,
+                            padding_mask, subsampled_lengths)
 
 
 @pytest.mark.parametrize("t, expected", [(1, 1), (4, 1), (5, 2), (8, 2), (9, 3), (400, 100), (401, 101)])
@@ -98,3 +100,29 @@ def test_replace_head_and_reinit_bottom_k():
     assert not same("encoder.conformer_layers.1.") and not same("encoder.conformer_layers.2.")
     names = [n for n, _ in m.layer_groups()]
     assert names == ["frontend", "layer0", "layer1", "layer2", "head"]
+
+
+@pytest.mark.parametrize("lengths", [[50, 50, 50], [50, 30, 1]])
+def test_own_attention_computes_what_torchs_does(lengths):
+    """model.attention (training on the CPU: it draws the attention weights' dropout cheaply) is
+    nn.MultiheadAttention's self-attention, padded keys ignored."""
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(64, 4, dropout=0.1).eval()
+    x, pad = torch.randn(50, 3, 64), padding_mask(torch.tensor(lengths), 50)
+    ref = mha(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+    assert torch.allclose(attention(mha, x, pad, 0.0), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, dropout, calls", [("train", 0.1, 2), ("train", 0.0, 0), ("eval", 0.1, 0)])
+def test_own_attention_only_when_training_with_dropout(monkeypatch, mode, dropout, calls):
+    seen = []
+
+    def spy(*args):
+        seen.append(1)
+        return attention(*args)
+
+    monkeypatch.setattr(model_module, "attention", spy)
+    m = AcousticModel(dims_from_config(ModelConfig(preset="tiny", dropout=dropout), 80, 20))
+    getattr(m, mode)()
+    m(torch.randn(2, 40, 80), torch.tensor([40, 25]))
+    assert len(seen) == calls  # one per layer when it runs; eval is torch's module, as checkpoints were made

@@ -10,6 +10,9 @@ attention ignores them (key padding mask), pooling weighs only valid frames, and
 module normalizes each frame over its channels (torchaudio's default BatchNorm would mix the statistics of every
 utterance and padded frame in the batch). So decoding, dev scores and LID posteriors are the same whatever the
 batch size, in eval and in training mode alike (dropout aside).
+
+Dropout masks are drawn cheaply on the CPU (dropout.py): every nn.Dropout of the conformer is a FastDropout, and in
+training the attention weights' dropout too (`attention`); eval runs torchaudio's modules unchanged.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchaudio.models import Conformer
+
+from .dropout import FastDropout, dropout, use_fast_dropout
 
 # name -> dimensions. Measured training speed on 2 CPU cores (results/bench/train_throughput.md): tiny ~445,
 # small ~135 audio-seconds per second; base is for GPUs.
@@ -116,6 +122,37 @@ def _conv_module(m: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tens
     return y.transpose(1, 2)
 
 
+def _self_attention(layer: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """The layer's self-attention (torch.nn.MultiheadAttention), x (T, B, D), pad (B, T) -> (T, B, D).
+
+    A model built with cheap dropout masks (dropout.py; its layers' self_attn_dropout is a FastDropout) computes
+    attention itself when training on the CPU with dropout, so that the dropout of the attention weights, the largest
+    mask of a step (B x heads x T x T), is cheap as well; otherwise, and always in eval, torch's module runs.
+    """
+    mha = layer.self_attn
+    if mha.training and mha.dropout > 0 and x.device.type == "cpu" and \
+            isinstance(layer.self_attn_dropout, FastDropout):
+        return attention(mha, x, pad, mha.dropout)
+    return mha(query=x, key=x, value=x, key_padding_mask=pad, need_weights=False)[0]
+
+
+def attention(mha: nn.MultiheadAttention, x: torch.Tensor, pad: torch.Tensor, p: float) -> torch.Tensor:
+    """What nn.MultiheadAttention computes for self-attention (packed in-projection, no extra bias or zero
+    attention, as torchaudio builds it), with dropout p on the attention weights drawn by dropout.dropout.
+
+    x (T, B, D), pad (B, T) True at padded keys -> (T, B, D).
+    """
+    t, b, d = x.shape
+    h = mha.num_heads
+    q, k, v = (z.reshape(t, b * h, d // h).transpose(0, 1)  # (B H, T, D/H) each
+               for z in F.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1))
+    scores = torch.bmm(q * (d // h) ** -0.5, k.transpose(1, 2)).view(b, h, t, t)
+    weights = scores.masked_fill(pad[:, None, None, :], float("-inf")).softmax(-1)
+    weights = dropout(weights, p, True).view(b * h, t, t)
+    out = torch.bmm(weights, v).transpose(0, 1).reshape(t, b, d)
+    return mha.out_proj(out)
+
+
 def _conformer_layer(layer: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
     """torchaudio ConformerLayer.forward (macaron FFN, attention, convolution, FFN) with the masked convolution.
 
@@ -124,8 +161,7 @@ def _conformer_layer(layer: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> to
     x = x + 0.5 * layer.ffn1(x)
     if layer.convolution_first:
         x = x + _conv_module(layer.conv_module, x.transpose(0, 1), pad).transpose(0, 1)
-    y = layer.self_attn_layer_norm(x)
-    y, _ = layer.self_attn(query=y, key=y, value=y, key_padding_mask=pad, need_weights=False)
+    y = _self_attention(layer, layer.self_attn_layer_norm(x), pad)
     x = x + layer.self_attn_dropout(y)
     if not layer.convolution_first:
         x = x + _conv_module(layer.conv_module, x.transpose(0, 1), pad).transpose(0, 1)
@@ -251,7 +287,7 @@ def _new_conformer(dims: ModelDims) -> Conformer:
     for layer in conformer.conformer_layers:
         seq = layer.conv_module.sequential
         seq[3] = _FrameNorm(seq[3].num_features)
-    return conformer
+    return use_fast_dropout(conformer)
 
 
 def dims_to_dict(dims: ModelDims) -> dict:

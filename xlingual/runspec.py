@@ -29,8 +29,8 @@ SPEC_FILE, RESULTS_FILE, TOKENIZER_FILE = "run.json", "results.json", "tokenizer
 # The modules whose code decides what a run of each kind computes; their source (without comments and docstrings)
 # is the code version in its run key. Reports, ranking, the CLI, progress display and planning are left out: they
 # do not change a run; and an LID change does not invalidate ASR runs, nor an ASR-only change LID runs.
-_COMMON = ("adapters", "asr", "audio", "checkpoint", "corpus", "distributed", "espeak", "features", "model", "runs",
-           "runspec", "schedules", "text", "tokenizer", "train")
+_COMMON = ("adapters", "asr", "audio", "checkpoint", "corpus", "distributed", "dropout", "espeak", "features", "model",
+           "runs", "runspec", "schedules", "text", "tokenizer", "train")
 COMPUTE_MODULES = {"scratch": _COMMON + ("decode", "score"), "adapt": _COMMON + ("decode", "score", "transfer"),
                    "lid": _COMMON + ("lid", "prlm", "transfer"),  # lid starts from an ASR encoder (transfer checks)
                    "ssl": _COMMON + ("decode", "score", "transfer", "ssl", "ssl_cache", "ssl_encoder", "ssl_model")}
