@@ -34,6 +34,11 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
     assert [r["language"] for r in summary["query"]["ranking"]] and summary["wall_seconds"] > 0
     assert summary["lid_config"]["train"]["threads"] == 1 and "lid_after_matrix_s" in summary["timings_s"]
     assert "The LID trained alongside the matrix" in report
+    # the LID started from the first source's pre-trained encoder (the run it waited for)
+    source = demo.lid_source_cell(demo.demo_configs(tmp_path / "demo", 0.15)[0])
+    assert source.language == demo.SOURCES[0] and source.hours is None
+    assert summary["lid_config"]["init_from"] == str(tmp_path / "demo" / "matrix" / source.name / "best.pt")
+    assert 0 < summary["timings_s"]["lid_wait_for_source_s"] < summary["timings_s"]["matrix_s"]
     assert (tmp_path / "demo" / "matrix" / "report" / "wer_matrix.png").is_file()
     # a one-epoch toy LID: if it did not learn, the report says its query is no evidence (and rank-eval drops it)
     learned = json.loads((tmp_path / "demo" / "lid" / "results.json").read_text())["learned"]
