@@ -290,22 +290,30 @@ def wav_write(args, wav, work: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def fused_adamw(args) -> dict:
+def small_model_pair():
+    """Two identical copies ("before", "after") of the benchmark's 64-d conformer in training mode (the demo's and
+    the benchmark matrix's small-budget runs), from seed 0."""
     import copy
 
     from xlingual.config import ModelConfig
     from xlingual.model import AcousticModel, dims_from_config
 
-    from bench.flops import N_MELS, VOCAB, make_batch, train_step
+    from bench.flops import N_MELS, VOCAB
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each of the matrix's parallel runs
-    batch = make_batch(args.small_batch_seconds)
     torch.manual_seed(0)
     base = AcousticModel(dims_from_config(ModelConfig(preset="tiny", d_model=64, ffn_dim=256, subsample_channels=16),
                                           N_MELS, VOCAB))
     base.train()
-    models = {k: copy.deepcopy(base) for k in ("before", "after")}
+    return {k: copy.deepcopy(base) for k in ("before", "after")}
+
+
+def fused_adamw(args) -> dict:
+    from bench.flops import make_batch, train_step
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the matrix's parallel runs
+    batch = make_batch(args.small_batch_seconds)
+    models = small_model_pair()
     opts = {"before": torch.optim.AdamW(models["before"].parameters(), lr=1e-3, foreach=False),
             "after": torch.optim.AdamW(models["after"].parameters(), lr=1e-3, fused=True)}
 
@@ -341,21 +349,13 @@ def torch_dropout(model):
 
 
 def fast_dropout(args) -> dict:
-    import copy
-
-    from xlingual.config import ModelConfig
-    from xlingual.model import AcousticModel, dims_from_config
-
-    from bench.flops import N_MELS, VOCAB, make_batch, train_step
+    from bench.flops import make_batch, train_step
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each of the matrix's parallel runs
     batch = make_batch(args.small_batch_seconds)
-    torch.manual_seed(0)
-    base = AcousticModel(dims_from_config(ModelConfig(preset="tiny", d_model=64, ffn_dim=256, subsample_channels=16),
-                                          N_MELS, VOCAB))
-    base.train()
-    models = {"before": torch_dropout(copy.deepcopy(base)), "after": copy.deepcopy(base)}
+    models = small_model_pair()
+    torch_dropout(models["before"])
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for k, m in models.items()}
     losses: dict[str, list[float]] = {k: [] for k in models}
 
