@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
            "audio_sec_per_sec_per_epoch": speeds, "audio_sec_per_sec_median": statistics.median(steady),
            "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else 0.0,
            "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved() / 2 ** 30 if device == "cuda" else 0.0,
-           "train_loss": [h["train_loss"] for h in history], "dev_wer": [h["dev_wer"] for h in history],
+           "train_loss": [h["train_loss"] for h in history], "dev_wer": [h.get("dev_wer") for h in history],
            "test": results["test"], "overrides": sets}
     print(f"base preset, {res['steps']} steps: {res['audio_sec_per_sec_median']:.0f} audio-s/s (median of epochs "
           f"2..{len(history)}; per epoch {speeds}), peak GPU memory {res['peak_gpu_memory_gb']:.1f} GB "

@@ -81,6 +81,7 @@ OUT_OF_RANGE = [
     (RecipeConfig, "decode.max_batch_seconds=-1", "decode.max_batch_seconds", "> 0"),
     (RecipeConfig, "units.kind=bpe", "units.kind", "'char', 'spm', 'ipa'"),
     (RecipeConfig, "model.preset=huge", "model.preset", "'tiny', 'small', 'base'"),
+    (RecipeConfig, "train.eval_from=1", "train.eval_from", "[0, 1)"),
     (RecipeConfig, "model.dropout=1", "model.dropout", "[0, 1)"),
     (RecipeConfig, "model.dropout=-0.1", "model.dropout", "[0, 1)"),
     (RecipeConfig, "corpus.train_hours=0", "corpus.train_hours", "> 0"),

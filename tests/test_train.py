@@ -55,6 +55,27 @@ def test_training_is_deterministic_and_logged(tiny, tmp_path):
     assert len((tmp_path / "a" / "train_log.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.parametrize("eval_from, epochs, evaluated", [
+    (0.0, 4, [1, 2, 3, 4]), (0.5, 4, [3, 4]), (0.5, 25, list(range(13, 26))), (0.9, 4, [4]), (0.99, 1, [1])])
+def test_dev_passes_start_at_eval_from_and_always_include_the_last_epoch(eval_from, epochs, evaluated):
+    cfg = TrainConfig(epochs=epochs, eval_from=eval_from)
+    assert [e + 1 for e in range(epochs) if train_mod.evaluates(e, cfg)] == evaluated
+
+
+def test_skipped_dev_passes_change_only_which_epochs_can_be_best(tiny, tmp_path):
+    every, h_every = run(tiny, tmp_path / "every", epochs=4)
+    late, h_late = run(tiny, tmp_path / "late", epochs=4, eval_from=0.5)
+    # training itself is untouched: same weights, same losses
+    assert all(torch.equal(a, b) for a, b in zip(every.state_dict().values(), late.state_dict().values()))
+    assert [h["train_loss"] for h in h_every] == [h["train_loss"] for h in h_late]
+    assert ["dev_cer" in h for h in h_late] == [False, False, True, True]  # one record per epoch all the same
+    assert [h["dev_cer"] for h in h_late[2:]] == [h["dev_cer"] for h in h_every[2:]]
+    done = json.loads((tmp_path / "late" / "done.json").read_text())
+    best = min(range(2, 4), key=lambda e: h_every[e]["dev_wer"])  # the first minimum among epochs 3-4
+    assert done["best_epoch"] == best + 1 and done["best"] == h_every[best]["dev_wer"]
+    assert torch.load(tmp_path / "late" / "best.pt", weights_only=False)["epoch"] == best + 1
+
+
 @pytest.mark.parametrize("kill_at_call", [2, 5])
 def test_resume_after_interruption_is_bit_identical(tiny, tmp_path, monkeypatch, kill_at_call):
     reference, _ = run(tiny, tmp_path / "ref")

@@ -102,7 +102,10 @@ class TrainConfig:
     stlr_ratio: float = 32.0  # STLR: how much smaller the lowest LR is than the peak
     grad_clip: float = 5.0  # clip the global gradient norm
     seed: int = 0  # one seed for init, shuffling and augmentation: CPU runs are bit-reproducible
-    patience: int = 0  # stop after this many epochs without dev improvement; 0 = never stop early
+    patience: int = 0  # stop after this many evaluated epochs without dev improvement; 0 = never stop early
+    eval_from: float = 0.0  # skip the dev pass (and best-model selection) in the first eval_from x epochs: for
+    #   schedules whose best epoch comes late (a short STLR fine-tune) it saves a dev pass per early epoch. 0 = every
+    #   epoch; the last epoch is always evaluated
     checkpoint_every_steps: int = 200  # save a resumable checkpoint this often (and at every epoch end)
     max_nonfinite: int = 20  # consecutive non-finite losses before the run stops (its last good checkpoint kept)
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu" or "cuda"

@@ -160,7 +160,7 @@ class Results:
             log = self.dir / c["name"] / "train_log.jsonl"
             if log.is_file():
                 recs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-                return [(r["step"], r["dev_wer"]) for r in recs]
+                return [(r["step"], r["dev_wer"]) for r in recs if "dev_wer" in r]  # epochs with a dev pass
         return []
 
 

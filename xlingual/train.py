@@ -170,7 +170,8 @@ def fit(model: torch.nn.Module, train: list[Example], store: FeatureStore, cfg: 
         param_groups: list[dict] | None = None, on_epoch_start: Callable[[int], None] | None = None,
         specaug: FeatureConfig | None = None, meta: dict | None = None, run_key: str = "",
         resume: bool = True, loss: LossFn | None = None) -> list[dict]:
-    """Train `model` on `train`, evaluating after each epoch; returns the per-epoch history.
+    """Train `model` on `train`, evaluating on dev after each epoch (from cfg.eval_from on); returns the per-epoch
+    history (one record per epoch; the dev metrics only in evaluated ones).
 
     Args:
         evaluate: model -> dict of dev metrics (e.g. {"dev_loss", "dev_wer", "dev_cer"}); called in eval mode.
@@ -348,20 +349,23 @@ class _Run:
         state, acc = self.state, self.state["epoch_acc"]
         elapsed = time.time() - t0
         frames = distributed.all_sum([acc[3]], self.device)[0] if self.world > 1 else acc[3]
+        evaluated = evaluates(state["epoch"], self.cfg)
         self.model.eval()
         record = None
         if self.main:
             with torch.no_grad():
-                dev = evaluate(self.model)
+                dev = evaluate(self.model) if evaluated else {}
             record = {"epoch": state["epoch"] + 1, "step": state["step"], "train_loss": acc[0] / max(acc[1], 1),
                       "nonfinite_steps": acc[2],  # steps skipped for a non-finite loss or gradient
                       "lr": self.opt.param_groups[-1]["lr"], "epoch_seconds": round(elapsed, 2),
                       "audio_sec_per_sec": round(frames / FRAMES_PER_SECOND / max(elapsed, 1e-9), 1), **dev}
         if self.world > 1:
             record = distributed.broadcast_object(record, self.device)  # the others wait while rank 0 evaluates
-        state["history"].append(record)
-        value = record[metric]
-        if state["best"] is None or (value < state["best"] if mode == "min" else value > state["best"]):
+        state["history"].append(record)  # one record per epoch (evaluated or not): history[e - 1] is epoch e
+        value = record.get(metric)  # None for an epoch without a dev pass: no candidate for best.pt, no bad epoch
+        if not evaluated:
+            pass
+        elif state["best"] is None or (value < state["best"] if mode == "min" else value > state["best"]):
             _check_finite(self.model, self.out_dir)
             state["best"], state["best_epoch"], state["bad_epochs"] = value, state["epoch"] + 1, 0
             if self.main:
@@ -395,6 +399,12 @@ class _Run:
                 "run_key": self.run_key, "best": self.state["best"], "best_epoch": self.state["best_epoch"],
                 "metric": metric, "seconds": round(self.state["seconds"], 2), "history": self.state["history"]})
         distributed.barrier(self.device)  # no rank returns before rank 0's files are complete
+
+
+def evaluates(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether epoch `epoch` (0-based) ends with a dev pass: those after the first cfg.eval_from x epochs, and always
+    the last one (so every run has a best.pt and a final dev verdict)."""
+    return epoch + 1 > int(cfg.eval_from * cfg.epochs) or epoch + 1 == cfg.epochs
 
 
 def _shown(v) -> str:
