@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from data_prep.fleurs import FLEURS_COLUMNS
@@ -206,3 +207,19 @@ def test_benchmark_script_commands_load_their_configs(tmp_path):
     control = [c for c in commands if "exp/benchmark_control" in " ".join(c) and c[1] == "matrix"][0]
     cfg = load_config(MatrixConfig, REPO / control[2], [c for i, c in enumerate(control) if control[i - 1] == "--set"])
     assert cfg.corpus.dir == "data/benchmark_control" and len(cfg.corpus.exclude_shared) == 13
+
+
+@pytest.mark.parametrize("args, passes", [
+    (["--stage", "4", "--stop-stage", "4"], ["benchmark_control"] * 5),  # the control alone: its stages 1-3
+    (["--stage", "3", "--stop-stage", "4"], ["benchmark"] + ["benchmark_control"] * 5),
+    (["--stage", "2", "--stop-stage", "3"], ["benchmark"] * 2),
+])
+def test_benchmark_script_stage_ranges(args, passes):
+    """--stage/--stop-stage select stages; stage 4 (the control) runs the control corpus's stages 1-3 whole."""
+    dry = subprocess.run(["bash", str(REPO / "recipes/synthetic/benchmark.sh"), "--dry-run", *args],
+                         cwd=REPO, capture_output=True, text=True, env=recipe_env())
+    assert dry.returncode == 0, dry.stderr
+    lines = [line for line in dry.stdout.splitlines()
+             if line.startswith("+ ") and "collect.py save exp/benchmark " not in line]  # the main pass's copy
+    ran = ["benchmark_control" if "benchmark_control" in line else "benchmark" for line in lines]
+    assert ran == passes
