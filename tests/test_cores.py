@@ -28,6 +28,22 @@ def test_usable_cores_follow_the_affinity(monkeypatch):
     assert cores.usable_cores() == 1
 
 
+@pytest.mark.parametrize("cpuinfo, expected", [
+    ("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t: avx2\n", "AMD EPYC 9B14"),
+    ("processor\t: 0\nflags\t: neon\n", None),  # no model line (some ARM kernels): the platform's string
+])
+def test_cpu_model_reads_cpuinfo(tmp_path, monkeypatch, cpuinfo, expected):
+    import builtins
+    import platform
+
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(tmp_path / "cpuinfo" if f == "/proc/cpuinfo"
+                                                                         else f, *a, **k))
+    monkeypatch.setattr(platform, "processor", lambda: "aarch64")
+    assert cores.cpu_model() == (expected or "aarch64")
+
+
 def test_the_cli_sets_the_policy_before_torch_loads():
     """In a fresh process (torch not loaded), a busy machine gets PASSIVE in the environment its runs inherit;
     once torch is loaded, nothing changes (libgomp has read the variable)."""

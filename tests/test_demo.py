@@ -34,6 +34,8 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
     assert [r["language"] for r in summary["query"]["ranking"]] and summary["wall_seconds"] > 0
     assert summary["lid_config"]["train"]["threads"] == 1 and "lid_after_matrix_s" in summary["timings_s"]
     assert "The LID trained alongside the matrix" in report
+    # which machine: wall times are only comparable on the same CPU
+    assert summary["machine"]["cpu"] and summary["machine"]["cpu"] in report and summary["machine"]["usable_cores"] >= 1
     # the LID started from the first source's pre-trained encoder (the run it waited for)
     source = demo.lid_source_cell(demo.demo_configs(tmp_path / "demo", 0.15)[0])
     assert source.language == demo.SOURCES[0] and source.hours is None
@@ -58,6 +60,17 @@ def test_demo_end_to_end_at_toy_scale(tmp_path, monkeypatch, capsys):
     steps = {json.loads(p.read_text())["training"]["epochs"] for p in (tmp_path / "demo" / "matrix" / "adapt").rglob(
         "results.json")}
     assert steps == {2}
+    # bench/demo_lid.py trains the demo's LID per recipe variant and seed (here one 1-epoch variant, two seeds)
+    from bench import demo_lid
+
+    monkeypatch.setattr(demo_lid, "VARIANTS", {"one_epoch": ({"epochs": 1, "lr": 2e-3, "max_batch_seconds": 16,
+                                                              "warmup_steps": 2}, 0.05)})
+    assert demo_lid.main([str(tmp_path / "demo"), "--seeds", "0", "1", "--jobs", "2",
+                          "--out", str(tmp_path / "lid_probe.json")]) == 0
+    probe = json.loads((tmp_path / "lid_probe.json").read_text())["variants"]["one_epoch"]
+    assert [r["test_accuracy"] for r in probe["runs"]] and set(probe["runs"][0]["per_language"]) == set(demo.SOURCES)
+    assert "| one_epoch |" in capsys.readouterr().out
+    assert (tmp_path / "demo" / "lid_probe" / "one_epoch" / "seed1" / "best.pt").is_file()
 
 
 def test_background_returns_the_value_or_raises_the_error():

@@ -26,6 +26,22 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere): wall times quoted from
+    one machine are only comparable with the same CPU (the same demo took 4.4 min on one 2-core VM, 11.5 on
+    another)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def openmp_wait(environ: dict | None = None, load: float | None = None) -> str | None:
     """The OpenMP wait policy to set before torch loads ("PASSIVE"), or None to keep libgomp's default (or the
     user's own setting). load: the others' 1-minute load average (default: the machine's, now)."""
