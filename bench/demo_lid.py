@@ -27,9 +27,9 @@ from pathlib import Path
 VARIANTS = {
     "a401781": ({"epochs": 20, "lr": 3e-3, "max_batch_seconds": 16, "warmup_steps": 50}, 0.05),  # the demo then
     "lr1e-3": ({"epochs": 20, "lr": 1e-3, "max_batch_seconds": 16, "warmup_steps": 50}, 0.05),
-    "batch48": ({"epochs": 20, "lr": 2e-3, "max_batch_seconds": 48, "warmup_steps": 20}, 0.05),
+    "batch48": ({"epochs": 20, "lr": 2e-3, "max_batch_seconds": 48, "warmup_steps": 20}, 0.05),  # the demo now
     "batch48_6min": ({"epochs": 20, "lr": 2e-3, "max_batch_seconds": 48, "warmup_steps": 20}, 0.1),
-    "batch48_6min_30ep": ({"epochs": 30, "lr": 2e-3, "max_batch_seconds": 48, "warmup_steps": 20}, 0.1),  # now
+    "batch48_6min_30ep": ({"epochs": 30, "lr": 2e-3, "max_batch_seconds": 48, "warmup_steps": 20}, 0.1),
 }
 
 
