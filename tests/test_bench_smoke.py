@@ -13,8 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` lives beside the package, not in it
 
-from bench import (common, decode_speed, flops, optimizations, peer_espnet, scaling, synthesis_speed,  # noqa: E402
-                   train_throughput)
+from bench import (common, contention, decode_speed, flops, optimizations, peer_espnet, scaling,  # noqa: E402
+                   synthesis_speed, train_throughput)
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +254,31 @@ def test_peer_espnet_xlingual_side(corpus, out):
     assert 0 <= x["test"]["best"]["cer"] and x["test"]["best"]["missing_hyps"] == 0
     kaldi = common.WORK_DIR / "peer_espnet_small" / "kaldi" / "test"
     assert len((kaldi / "wav.scp").read_text().splitlines()) == r["setup"]["utterances"]["test"]
+
+
+def test_contention_runs_idle_then_loaded_and_reports_the_ratio(out, monkeypatch):
+    """bench.contention: the demo twice (its real run is minutes: faked here), the second beside a busy process
+    that is really running; ratios loaded / idle."""
+    loads, calls = [], []
+
+    class Recorded(optimizations.Load):
+        def __enter__(self):
+            loads.append(self)
+            return super().__enter__()
+
+    def fake_demo(folder, scale, jobs):
+        spinning = sum(p.poll() is None for p in loads[-1].procs)  # busy processes alive during this run
+        calls.append((folder.name, scale, jobs, spinning))
+        wall = 100.0 if not spinning else 140.0
+        return {"wall_s": wall, "timings_s": {"matrix_s": wall - 10, "lid_train_s": 20.0 * (1 + spinning)},
+                "cpu_s": 190.0, "peak_memory_gb": 2.0, "unlearned": 0}
+
+    monkeypatch.setattr(contention, "Load", Recorded)
+    monkeypatch.setattr(contention, "run_demo", fake_demo)
+    res = contention.main(["--quick", "--out", str(out)])
+    assert calls == [("idle", 0.15, 2, 0), ("loaded", 0.15, 2, 1)]
+    assert all(p.poll() is not None for p in loads[-1].procs)  # stopped afterwards
+    assert res["loaded_over_idle"]["wall"] == pytest.approx(1.4) and res["loaded_over_idle"]["lid"] == 2.0
+    assert written(out, "contention")["runs"]["loaded"]["busy_processes"] == 1
+    assert "| loaded / idle |" in (out / "contention.md").read_text()
+    assert contention.settle(0, 60) < 1  # nothing to wait for
