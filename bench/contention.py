@@ -6,9 +6,9 @@ each) started before it and kept running to its end, and reports wall time, the 
 the demo's summary.json), the demo's CPU seconds and peak memory, and the loaded / idle ratios. The goal (issue 16):
 at most 1.5x slower with one busy process per machine.
 
-Before the loaded run the busy processes run until the 1-minute load average shows them (at most --settle-max
-seconds), as when another job was already running: `xlingual` decides how its OpenMP threads wait from that load
-average when it starts (xlingual/cores.py).
+Before the loaded run the busy processes run until the cores show them busy (at most --settle-max seconds), as when
+another job was already running: `xlingual` decides how its OpenMP threads wait from how busy its cores are when it
+starts (xlingual/cores.py; before 0.2's cores.busy_cores, from the 1-minute load average).
 
     python -m bench.contention                  # ~12 min on 2 cores: demo at scale 1, idle then 1 busy process
     python -m bench.contention --quick          # smoke run: demo at scale 0.15
@@ -31,17 +31,17 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable
 
 from bench import common
 from bench.optimizations import Load
-from xlingual.cores import openmp_wait
+from xlingual.cores import BUSY_CORES, busy_cores, openmp_wait
 
 NAME = "contention"
 
 
 def settle(n: int, max_seconds: float) -> float:
-    """Wait until the 1-minute load average shows n busy processes (or max_seconds), as after another job has run
-    for a while (the average approaches its steady state over minutes); returns the wait."""
+    """Wait until the cores show n busy processes (xlingual.cores.busy_cores, what the CLI looks at when it starts),
+    or max_seconds; returns the wait."""
     t0 = time.time()
-    while n and os.getloadavg()[0] < n and time.time() - t0 < max_seconds:
-        time.sleep(2)
+    while n and (busy_cores(0.2) or 0.0) < BUSY_CORES * n and time.time() - t0 < max_seconds:
+        time.sleep(0.5)
     return round(time.time() - t0, 1)
 
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--load", type=int, default=1, help="busy processes in the loaded run (default 1)")
     p.add_argument("--scale", type=float, default=1.0, help="the demo's --scale (default 1)")
     p.add_argument("--jobs", type=int, default=2, help="the demo's --jobs (default 2)")
-    p.add_argument("--settle-max", type=float, default=180.0, help="longest wait for the load average (s)")
+    p.add_argument("--settle-max", type=float, default=30.0, help="longest wait for the busy processes to show (s)")
     p.add_argument("--quick", action="store_true", help="smoke run: scale 0.15, no settling")
     p.add_argument("--out", default=None, help="results folder (default results/bench; --quick: exp/bench/quick)")
     args = p.parse_args(argv)
@@ -82,12 +82,14 @@ def main(argv: list[str] | None = None) -> dict:
         with Load(n):
             waited = settle(n, args.settle_max)
             load_at_start = round(os.getloadavg()[0], 2)
-            # what the CLI will choose from the same load average when it starts (None: libgomp's default)
-            policy = openmp_wait(os.environ, load_at_start)
-            print(f"{label}: xlingual demo --scale {args.scale} with {n} busy processes (load average "
-                  f"{load_at_start}) ...", flush=True)
+            busy = busy_cores(0.2)
+            busy = None if busy is None else round(busy, 2)
+            # what the CLI will choose from how busy the cores are when it starts (None: libgomp's default)
+            policy = openmp_wait(os.environ, busy)
+            print(f"{label}: xlingual demo --scale {args.scale} with {n} busy processes (busy cores {busy}, "
+                  f"load average {load_at_start}) ...", flush=True)
             runs[label] = {**run_demo(work / label, args.scale, args.jobs), "busy_processes": n,
-                           "settled_s": waited, "loadavg_at_start": load_at_start,
+                           "settled_s": waited, "loadavg_at_start": load_at_start, "busy_cores_at_start": busy,
                            "omp_wait_policy": policy or "default"}
         r = runs[label]
         print(f"{label}: {r['wall_s']:.0f} s wall, matrix {r['timings_s']['matrix_s']:.0f} s, "
@@ -97,16 +99,18 @@ def main(argv: list[str] | None = None) -> dict:
              "matrix": loaded["timings_s"]["matrix_s"] / idle["timings_s"]["matrix_s"],
              "lid": loaded["timings_s"].get("lid_train_s", 0) / max(idle["timings_s"].get("lid_train_s", 0), 1e-9)}
     results = {"scale": args.scale, "jobs": args.jobs, "runs": runs, "loaded_over_idle": ratio}
-    rows = [[label, r["busy_processes"], r["loadavg_at_start"], r["omp_wait_policy"], r["wall_s"],
+    rows = [[label, r["busy_processes"], r["busy_cores_at_start"], r["loadavg_at_start"], r["omp_wait_policy"],
+             r["wall_s"],
              r["timings_s"]["matrix_s"], r["timings_s"].get("lid_train_s"), r["cpu_s"], r["peak_memory_gb"],
              r["unlearned"]]
             for label, r in runs.items()]
-    rows.append(["loaded / idle", "", "", "", ratio["wall"], ratio["matrix"], ratio["lid"], "", "", ""])
+    rows.append(["loaded / idle", "", "", "", "", ratio["wall"], ratio["matrix"], ratio["lid"], "", "", ""])
     md = (f"`xlingual demo --scale {args.scale} --jobs {args.jobs}` into an empty folder, on the idle machine and "
-          f"then beside {args.load} busy process(es) (a Python loop each, running before the demo started until "
-          f"the load average showed them, and to its end). Goal: at most 1.5x slower loaded.\n\n"
-          + common.md_table(["run", "busy processes", "load avg at start", "OpenMP waits", "wall s", "matrix s",
-                             "LID s", "CPU s (demo + workers)", "peak GB", "unlearned runs"], rows))
+          f"then beside {args.load} busy process(es) (a Python loop each, running before the demo started, and to "
+          f"its end). Goal: at most 1.5x slower loaded.\n\n"
+          + common.md_table(["run", "busy processes", "busy cores at start", "load avg at start", "OpenMP waits",
+                             "wall s", "matrix s", "LID s", "CPU s (demo + workers)", "peak GB",
+                             "unlearned runs"], rows))
     common.write_results(NAME, head, results, md, common.results_dir(args.out, args.quick),
                          title="The demo idle and beside busy processes")
     return results

@@ -3,22 +3,50 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from xlingual import cores
 
 
-@pytest.mark.parametrize("env, load, expected", [
+@pytest.mark.parametrize("env, busy, expected", [
     ({}, 0.0, None),                                   # idle: libgomp's spinning default is fastest
-    ({}, 0.9, None),                                   # less than one other core's worth of work
-    ({}, 1.0, "PASSIVE"),                              # one busy process: spinning threads would fight it
+    ({}, 0.5, None),                                   # half a core's worth of other work
+    ({}, 0.75, "PASSIVE"),                             # one busy process (reads ~1.0 over a short sample)
     ({}, 6.0, "PASSIVE"),
     ({"OMP_WAIT_POLICY": "ACTIVE"}, 6.0, None),        # the user's own choice is kept
     ({"GOMP_SPINCOUNT": "10000"}, 6.0, None),
 ])
-def test_openmp_wait_policy_follows_the_load(env, load, expected):
-    assert cores.openmp_wait(env, load) == expected
+def test_openmp_wait_policy_follows_how_busy_the_cores_are(env, busy, expected):
+    assert cores.openmp_wait(env, busy) == expected
+
+
+STAT = """cpu  {u} 0 {s} {i} 0 0 0 0 0 0
+cpu0 {u0} 0 10 {i0} 5 0 0 0 0 0
+cpu1 {u1} 0 10 {i1} 0 0 0 0 0 0
+intr 12345
+"""
+
+
+@pytest.mark.parametrize("cpus, expected", [(None, {0: (115, 105), 1: (120, 110)}), ({1}, {1: (120, 110)})])
+def test_cpu_times_read_the_per_cpu_lines(tmp_path, cpus, expected):
+    (tmp_path / "stat").write_text(STAT.format(u=3, s=20, i=210, u0=0, i0=100, u1=0, i1=110))
+    assert cores._cpu_times(cpus, str(tmp_path / "stat")) == expected
+
+
+def test_busy_cores_sees_a_process_spinning_now():
+    """A process started a moment ago (invisible to the 1-minute load average) reads as about one busy core of the
+    cores it shares with this one."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"])
+    try:
+        cpu = sorted(os.sched_getaffinity(0))[0]
+        os.sched_setaffinity(spin.pid, {cpu})
+        time.sleep(0.3)
+        assert cores.busy_cores(0.3, cpus={cpu}) >= cores.BUSY_CORES
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 def test_usable_cores_follow_the_affinity(monkeypatch):
@@ -47,7 +75,7 @@ def test_cpu_model_reads_cpuinfo(tmp_path, monkeypatch, cpuinfo, expected):
 def test_the_cli_sets_the_policy_before_torch_loads():
     """In a fresh process (torch not loaded), a busy machine gets PASSIVE in the environment its runs inherit;
     once torch is loaded, nothing changes (libgomp has read the variable)."""
-    code = ("import os, sys; from xlingual import cores; os.getloadavg = lambda: (7.0, 7.0, 7.0); "
+    code = ("import os, sys; from xlingual import cores; cores.busy_cores = lambda: 2.0; "
             "print(cores.configure_openmp(), os.environ.get('OMP_WAIT_POLICY')); import torch; "
             "os.environ.pop('OMP_WAIT_POLICY'); print(cores.configure_openmp(), os.environ.get('OMP_WAIT_POLICY'))")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
