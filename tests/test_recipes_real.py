@@ -223,3 +223,29 @@ def test_benchmark_script_stage_ranges(args, passes):
              if line.startswith("+ ") and "collect.py save exp/benchmark " not in line]  # the main pass's copy
     ran = ["benchmark_control" if "benchmark_control" in line else "benchmark" for line in lines]
     assert ran == passes
+
+
+def test_compare_control_reads_two_matrices_and_reports_their_agreement(tmp_path):
+    """recipes/synthetic/compare_control.py: cell correlation, family means, per-target best sources."""
+    sys.path.insert(0, str(REPO / "recipes" / "synthetic"))
+    import compare_control
+
+    langs = ["bn", "hi", "tr", "az"]
+    cer = {"main": {("bn", "hi"): 30, ("bn", "tr"): 40, ("bn", "az"): 41, ("hi", "bn"): 31, ("hi", "tr"): 42,
+                    ("hi", "az"): 43, ("tr", "az"): 20, ("tr", "bn"): 35, ("tr", "hi"): 36, ("az", "tr"): 21,
+                    ("az", "bn"): 37, ("az", "hi"): 38},
+           "control": {}}
+    cer["control"] = {k: v + 1 for k, v in cer["main"].items()}
+    cer["control"][("bn", "az")], cer["control"][("bn", "tr")] = 39, 44  # bn's two far sources swap places
+    for name, m in cer.items():
+        (tmp_path / name / "report").mkdir(parents=True)
+        rows = [["target", *langs, "pool"]] + [[t, *[m.get((t, s), 25 if s == t else "") for s in langs], "50"]
+                                               for t in langs]
+        with open(tmp_path / name / "report" / "cer_matrix.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    out = tmp_path / "cmp.md"
+    assert compare_control.main([str(tmp_path / "main"), str(tmp_path / "control"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "12 cells" in text and "| main | 25.5 | 39.0 | 25.0 |" in text  # same family: bn-hi, tr-az pairs
+    assert "| bn | hi (30.0) | hi (31.0) | yes / yes | 0.50 |" in text  # its far sources swapped: rho 0.5
+    assert "| tr | az (20.0) | az (21.0) | yes / yes | 1.00 |" in text

@@ -1,0 +1,84 @@
+"""Does the benchmark's transfer matrix survive the control corpus (no word form shared between languages)?
+
+    python recipes/synthetic/compare_control.py results/ranking_benchmark/benchmark \
+        results/ranking_benchmark/benchmark_control [--out results/ranking_benchmark/control_vs_main.md]
+
+Reads each matrix's report/cer_matrix.csv (rows: targets, columns: sources) and prints, over the cells where a
+target is adapted from another single source: the correlation of the two matrices' cells, the mean CER of
+same-family and other-family sources and of the diagonal, and per target the best source in each and the rank
+correlation of its sources. Families: the benchmark's (benchmark.yaml). One seed per cell: differences of a point
+or two between the two are within a cell's training noise (sd ~1.6 CER points in the main benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+from scipy.stats import pearsonr, spearmanr
+
+FAMILIES = {"bn": "Indo-Aryan", "as": "Indo-Aryan", "hi": "Indo-Aryan", "ne": "Indo-Aryan", "mr": "Indo-Aryan",
+            "ur": "Indo-Aryan", "tr": "Turkic", "az": "Turkic", "kk": "Turkic", "uz": "Turkic", "ta": "Dravidian",
+            "te": "Dravidian", "th": "Tai-Kadai"}
+
+
+def read_matrix(folder: Path) -> dict[tuple[str, str], float]:
+    """{(target, source): test CER} of a matrix's report (single-language sources only)."""
+    path = folder / "report" / "cer_matrix.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run the matrix (recipes/synthetic/benchmark.sh) or restore it first")
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    sources = rows[0][1:]
+    return {(r[0], s): float(v) for r in rows[1:] for s, v in zip(sources, r[1:]) if v and s in FAMILIES}
+
+
+def compare(main: dict, control: dict) -> str:
+    cells = sorted(k for k in main if k[0] != k[1] and k in control)
+    if not cells:
+        raise SystemExit("the two matrices share no off-diagonal cell")
+    a, b = [main[k] for k in cells], [control[k] for k in cells]
+    lines = [f"{len(cells)} cells (a target adapted from another single source) in both: Pearson "
+             f"{pearsonr(a, b)[0]:.3f}, Spearman {spearmanr(a, b)[0]:.3f}; mean CER {statistics.mean(a):.1f} (main) "
+             f"vs {statistics.mean(b):.1f} (control).", "",
+             "| matrix | same-family sources | other-family sources | diagonal (the target itself) |",
+             "|---|---|---|---|"]
+    for name, m in (("main", main), ("control", control)):
+        same = [m[k] for k in cells if FAMILIES[k[0]] == FAMILIES[k[1]]]
+        other = [m[k] for k in cells if FAMILIES[k[0]] != FAMILIES[k[1]]]
+        diag = [m[(t, t)] for t in FAMILIES if (t, t) in m]
+        lines.append(f"| {name} | {statistics.mean(same):.1f} | {statistics.mean(other):.1f} | "
+                     f"{statistics.mean(diag):.1f} |")
+    lines += ["", "| target | best source, main (CER) | best source, control (CER) | same family as the target "
+              "(main / control) | Spearman of its sources |", "|---|---|---|---|---|"]
+    for t in FAMILIES:
+        srcs = [s for s in FAMILIES if s != t and (t, s) in main and (t, s) in control]
+        if len(srcs) < 2:
+            continue
+        bm, bc = min(srcs, key=lambda s: main[(t, s)]), min(srcs, key=lambda s: control[(t, s)])
+        fam = lambda s: "yes" if FAMILIES[s] == FAMILIES[t] else "no"  # noqa: E731
+        rho = spearmanr([main[(t, s)] for s in srcs], [control[(t, s)] for s in srcs])[0]
+        lines.append(f"| {t} | {bm} ({main[(t, bm)]:.1f}) | {bc} ({control[(t, bc)]:.1f}) | {fam(bm)} / {fam(bc)} "
+                     f"| {rho:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("main", type=Path)
+    p.add_argument("control", type=Path)
+    p.add_argument("--out", type=Path, help="also write the tables here (Markdown)")
+    args = p.parse_args(argv)
+    text = compare(read_matrix(args.main), read_matrix(args.control))
+    print(text, end="")
+    if args.out:
+        cmd = " ".join(["python recipes/synthetic/compare_control.py", *(argv if argv is not None else sys.argv[1:])])
+        args.out.write_text(f"# The transfer matrix on the control corpus vs the main one\n\n`{cmd}`\n\n{text}",
+                            encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
