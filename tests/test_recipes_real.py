@@ -249,3 +249,26 @@ def test_compare_control_reads_two_matrices_and_reports_their_agreement(tmp_path
     assert "12 cells" in text and "| main | 25.5 | 39.0 | 25.0 |" in text  # same family: bn-hi, tr-az pairs
     assert "| bn | hi (30.0) | hi (31.0) | yes / yes | 0.50 |" in text  # its far sources swapped: rho 0.5
     assert "| tr | az (20.0) | az (21.0) | yes / yes | 1.00 |" in text
+
+
+def test_compare_control_pools_the_seed_noise_of_off_diagonal_cells(tmp_path):
+    sys.path.insert(0, str(REPO / "recipes" / "synthetic"))
+    import compare_control
+
+    def runs(folder, rows):
+        (folder / "report").mkdir(parents=True)
+        with open(folder / "report" / "runs.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "kind", "language", "seed", "label", "test_cer"])
+            w.writerows(rows)
+
+    runs(tmp_path / "m", [["adapt/bn-15min_to_hi-3min/main/seed0", "adapt", "hi", "0", "main", "30"],
+                          ["adapt/bn-15min_to_bn-3min/main/seed0", "adapt", "bn", "0", "main", "20"],  # diagonal
+                          ["scratch/hi-3min/seed0", "scratch", "hi", "0", "main", "50"]])
+    assert compare_control.seed_sd(tmp_path / "m") is None  # no noise matrix beside it
+    runs(tmp_path / "m_seeds", [["adapt/bn-15min_to_hi-3min/main/seed1", "adapt", "hi", "1", "main", "32"],
+                                ["adapt/bn-15min_to_hi-3min/main/seed2", "adapt", "hi", "2", "main", "34"],
+                                ["adapt/bn-15min_to_bn-3min/main/seed1", "adapt", "bn", "1", "main", "90"],
+                                ["adapt/bn-15min_to_bn-3min/main/seed2", "adapt", "bn", "2", "main", "10"]])
+    cells, sd = compare_control.seed_sd(tmp_path / "m")
+    assert cells == 1 and sd == pytest.approx(2.0)  # 30, 32, 34; the diagonal cell left out

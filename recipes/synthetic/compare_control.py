@@ -3,6 +3,10 @@
     python recipes/synthetic/compare_control.py results/ranking_benchmark/benchmark \
         results/ranking_benchmark/benchmark_control [--out results/ranking_benchmark/control_vs_main.md]
 
+With each matrix's noise matrix beside it (<matrix>_seeds/, as benchmark.sh makes them), also the training noise
+of each: the standard deviation of an adaptation cell's test CER over seeds 0-2 (its source retrained at each seed),
+pooled over the off-diagonal cells that have all three.
+
 Reads each matrix's report/cer_matrix.csv (rows: targets, columns: sources) and prints, over the cells where a
 target is adapted from another single source: the correlation of the two matrices' cells, the mean CER of
 same-family and other-family sources and of the diagonal, and per target the best source in each and the rank
@@ -35,7 +39,23 @@ def read_matrix(folder: Path) -> dict[tuple[str, str], float]:
     return {(r[0], s): float(v) for r in rows[1:] for s, v in zip(sources, r[1:]) if v and s in FAMILIES}
 
 
-def compare(main: dict, control: dict) -> str:
+def seed_sd(folder: Path) -> tuple[int, float] | None:
+    """(cells, pooled sd of test CER over seeds 0-2) of the single-source adaptation cells of `folder` and its noise
+    matrix <folder>_seeds (None when that is missing)."""
+    files = [folder / "report" / "runs.csv", Path(f"{folder}_seeds") / "report" / "runs.csv"]
+    if not all(f.is_file() for f in files):
+        return None
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for f in files:
+        for r in csv.DictReader(f.open(encoding="utf-8")):
+            source = r["name"].split("/")[1].split("-")[0] if r["kind"] == "adapt" else None
+            if source in FAMILIES and source != r["language"] and r["label"] == "main":
+                cells.setdefault((r["language"], source), {})[r["seed"]] = float(r["test_cer"])
+    full = [list(v.values()) for v in cells.values() if len(v) == 3]
+    return (len(full), statistics.mean(statistics.variance(v) for v in full) ** 0.5) if full else None
+
+
+def compare(main: dict, control: dict, noise: dict | None = None) -> str:
     cells = sorted(k for k in main if k[0] != k[1] and k in control)
     if not cells:
         raise SystemExit("the two matrices share no off-diagonal cell")
@@ -51,6 +71,10 @@ def compare(main: dict, control: dict) -> str:
         diag = [m[(t, t)] for t in FAMILIES if (t, t) in m]
         lines.append(f"| {name} | {statistics.mean(same):.1f} | {statistics.mean(other):.1f} | "
                      f"{statistics.mean(diag):.1f} |")
+    for name, sd in (noise or {}).items():
+        if sd:
+            lines.append(f"\nTraining noise, {name}: sd {sd[1]:.2f} CER points (an adaptation cell over seeds 0-2, "
+                         f"sources retrained; pooled over {sd[0]} cells).")
     lines += ["", "| target | best source, main (CER) | best source, control (CER) | same family as the target "
               "(main / control) | Spearman of its sources |", "|---|---|---|---|---|"]
     for t in FAMILIES:
@@ -71,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("control", type=Path)
     p.add_argument("--out", type=Path, help="also write the tables here (Markdown)")
     args = p.parse_args(argv)
-    text = compare(read_matrix(args.main), read_matrix(args.control))
+    text = compare(read_matrix(args.main), read_matrix(args.control),
+                   {"main": seed_sd(args.main), "control": seed_sd(args.control)})
     print(text, end="")
     if args.out:
         cmd = " ".join(["python recipes/synthetic/compare_control.py", *(argv if argv is not None else sys.argv[1:])])
