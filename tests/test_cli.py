@@ -20,6 +20,17 @@ def test_prepare_subcommands_exist(corpus):
     assert args.corpus == corpus
 
 
+@pytest.mark.parametrize("extra, excluded", [([], ()), (["--exclude-shared", "tr", "az"], ("tr", "az"))])
+def test_prepare_synthetic_passes_the_control_option(monkeypatch, capsys, extra, excluded):
+    """The control corpus (corpus.exclude_shared in a config) can be made by `prepare synthetic` too."""
+    import data_prep.synthetic
+
+    seen = {}
+    monkeypatch.setattr(data_prep.synthetic, "prepare_synthetic", lambda out, **kw: seen.update(kw) or {})
+    assert main(["prepare", "synthetic", "--out", "o", "--languages", "tr", "az", *extra]) in (0, None)
+    assert seen["exclude_shared"] == excluded and seen["languages"] == ("tr", "az")
+
+
 def test_prepare_audiodir_through_cli(tmp_path, make_wav, capsys):
     for name in ("a.wav", "b.wav"):
         make_wav(tmp_path / "in" / name, seconds=0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,28 @@ def test_saved_scores_are_rescored_against_a_new_matrix(tmp_path):
     with pytest.raises(FileNotFoundError, match="no ranking_eval.json"):
         run_rank_eval(matrix_oracle(tmp_path / "m2", "cer", n_boot=200), tmp_path / "e5", None, baselines=(),
                       saved=tmp_path / "nowhere")
+
+
+def test_the_models_corpus_is_prepared_before_its_speech_is_read(tmp_path, monkeypatch):
+    """On a fresh machine with a restored matrix the corpus is not there yet: rank-eval runs the data step of its
+    leave-one-out models first (it said 'manifest not found' before) and then reads the speech it generated."""
+    import xlingual.rank_eval as rank_eval
+    from xlingual.config import PhonotacticConfig, load_config
+
+    fake_matrix(tmp_path / "m", THREE, cer_of)
+    data = tmp_path / "data"
+    phones = load_config(PhonotacticConfig, None, [f"corpus.dir={data}"])
+    prepared = []
+
+    def prepare(corpus, languages, progress=True):
+        prepared.append(list(languages))
+        write_tiny_corpus(Path(corpus.dir), tuple(languages))
+
+    monkeypatch.setattr(rank_eval, "prepare_corpus", prepare)
+    monkeypatch.setattr(rank_eval, "train_loo_phone_recognizers", lambda *a, **k: {})  # none learned: no scores
+    assert not data.exists()
+    res = run_rank_eval(matrix_oracle(tmp_path / "m", "cer", n_boot=200), tmp_path / "eval", data,
+                        phone_cfg=phones, baselines=("char",), n_perm=100)
+    assert [sorted(p) for p in prepared] == [["bn", "th", "tr"]]
+    assert res["evaluations"]["baselines"]  # the speech and transcripts were read from the prepared corpus
+    assert any("did not learn" in n for n in res["notes"])

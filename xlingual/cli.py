@@ -30,7 +30,8 @@ def _prepare_synthetic(args) -> None:
 
     paths = prepare_synthetic(args.out, languages=tuple(args.languages), seed=args.seed,
                               hours={"train": args.train_hours, "dev": args.dev_hours, "test": args.test_hours},
-                              noise_snr=args.noise_snr, telephone=args.telephone, jobs=args.jobs)
+                              noise_snr=args.noise_snr, telephone=args.telephone, jobs=args.jobs,
+                              exclude_shared=tuple(args.exclude_shared))
     print(json.dumps({k: {s: str(p) for s, p in v.items()} for k, v in paths.items()}, indent=2))
 
 
@@ -210,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"xlingual {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="<verb>")
 
-    dm = sub.add_parser("demo", help="the reference experiment end to end at laptop scale (about 12 minutes on 2 "
-                        "CPU cores)")
+    dm = sub.add_parser("demo", help="the reference experiment end to end at laptop scale (5 minutes on a "
+                        "2-core AMD EPYC VM, 12 on an older 2-core Xeon one; results/demo)")
     dm.add_argument("--out", default="xlingual_demo", help="output folder (re-running reuses finished work)")
     dm.add_argument("--scale", type=float, default=1.0, help="multiply every amount of audio (bigger runs)")
     dm.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
@@ -252,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--telephone", action="store_true")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--jobs", type=int, default=2)
+    s.add_argument("--exclude-shared", nargs="+", default=[], metavar="LANG",
+                   help="remove every word form that two or more of these languages share from every vocabulary "
+                        "(the control corpus; corpus.exclude_shared in a config)")
     s.set_defaults(func=_prepare_synthetic)
 
     for name, what in (("kaldi", "a Kaldi/Babel data folder holding one sub-folder per split (wav.scp, text, ...)"),

@@ -29,6 +29,7 @@ from .predictors import (INVENTORY_METRICS, TYPOLOGY_SETS, combine, inventory_sc
                          loo_lid_predictors, phonotactic_scores, train_loo_lids,
                          train_loo_phone_recognizers, typology_available, typology_scores)
 from .rank_metrics import evaluate_ranking, noise_ties, paired_comparison, permutation_test, read_wer_matrix
+from .runspec import prepare_corpus
 
 COMBINED = ("lid_frame", "embedding", "phonotactic")  # the parts of the combined predictor (loo)
 
@@ -204,6 +205,11 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
     data_dir, out = Path(data_dir), Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else data_dir / ".features"
     targets, sources = _candidates(oracle)
+    # the data step of the models below comes first (a no-op when up to date): on a fresh machine with a restored
+    # matrix, their corpus, often data_dir itself, has not been generated yet
+    for cfg in (loo_cfg, phone_cfg):
+        if cfg is not None and targets:
+            prepare_corpus(cfg.corpus, list(dict.fromkeys(targets + sources)), cfg.train.progress)
     speech = {t: _speech(data_dir / t / f"{split}.jsonl", max_hours) for t in targets}
     source_speech = {s: _speech(data_dir / s / f"{source_split}.jsonl", max_hours) for s in sources
                      if (data_dir / s / f"{source_split}.jsonl").is_file()}
