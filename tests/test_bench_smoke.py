@@ -282,3 +282,22 @@ def test_contention_runs_idle_then_loaded_and_reports_the_ratio(out, monkeypatch
     assert written(out, "contention")["runs"]["loaded"]["busy_processes"] == 1
     assert "| loaded / idle |" in (out / "contention.md").read_text()
     assert contention.settle(0, 60) < 1  # nothing to wait for
+
+
+def test_matrix_speed_runs_each_commits_tree(out):
+    """bench.matrix_speed --quick: HEAD's tree (git archive) against itself on a 1 x 1 slice, real matrix runs."""
+    from bench import matrix_speed
+
+    res = matrix_speed.main(["--quick", "--out", str(out)])
+    before, after = res["sides"]["before"], res["sides"]["after"]
+    assert before["commit"] == after["commit"] and len(before["commit"]) == 40
+    for side in (before, after):
+        (r,) = side["rounds"]
+        assert r["runs"] == 3 and set(r["run_seconds"]) == {"source", "adapt", "baseline"}  # 1 source, 1 adaptation, 1 baseline
+        assert all(v > 0 for v in r["run_seconds"].values())
+        assert 1 <= len(r["code_versions"]) <= 2  # adaptation hashes one more module (transfer) than scratch
+    assert before["rounds"][0]["code_versions"] == after["rounds"][0]["code_versions"]
+    assert res["before_over_after"]["median"] > 0
+    assert (common.WORK_DIR / "matrix_speed" / "code_after" / matrix_speed.RECIPE).is_file()
+    assert "Before / after wall time" in (out / "matrix_speed.md").read_text()
+    assert written(out, "matrix_speed")["jobs"] == 1
