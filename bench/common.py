@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from xlingual.cores import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results" / "bench"
 # caches and scratch (git-ignored): generated corpora, feature caches, temporary training folders
@@ -34,16 +36,6 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_T
 
 # ---------------------------------------------------------------------------------------------------------------
 # The header: which machine, which versions, which command
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _cpu_flags() -> list[str]:
@@ -80,7 +72,7 @@ def machine() -> dict:
     except (ValueError, OSError):
         mem_gb = float("nan")
     return {
-        "cpu": _cpu_model(), "cores": os.cpu_count(), "flags": _cpu_flags(),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "flags": _cpu_flags(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "memory_gb": round(mem_gb, 1), "platform": platform.platform(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
