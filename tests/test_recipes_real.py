@@ -272,3 +272,28 @@ def test_compare_control_pools_the_seed_noise_of_off_diagonal_cells(tmp_path):
                                 ["adapt/bn-15min_to_bn-3min/main/seed2", "adapt", "bn", "2", "main", "10"]])
     cells, sd = compare_control.seed_sd(tmp_path / "m")
     assert cells == 1 and sd == pytest.approx(2.0)  # 30, 32, 34; the diagonal cell left out
+
+
+def test_compare_control_tables_the_rankings_of_both_corpora(tmp_path):
+    """--rankings: each predictor evaluated on both corpora, one row, counts beside random's; a predictor on one
+    corpus only is named, not tabled."""
+    sys.path.insert(0, str(REPO / "recipes" / "synthetic"))
+    import compare_control
+
+    def evaluation(hits, regret, p):
+        return {"summary": {"n_targets": 13, "top1_hits": hits, "n_unique_best": 6, "top1_hits_unique_best": 5.0,
+                            "mean_regret": regret, "spearman": 0.5, "random_top1_hits": 2.08,
+                            "random_regret": 4.98},
+                "permutation": {"mean_regret": {"p": p}}, "targets": []}
+
+    for name, ev in (("main", {"loo": {"lid_fused": evaluation(12.0, 0.22, 0.0001), "prlm": evaluation(10, 1, 0.01)}}),
+                     ("control", {"loo": {"lid_fused": evaluation(8.75, 1.5, 0.02), "embedding": {}}})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ranking_eval.json").write_text(json.dumps({"evaluations": ev}))
+    text = compare_control.compare_rankings(compare_control.read_rankings(tmp_path / "main"),
+                                            compare_control.read_rankings(tmp_path / "control" / "ranking_eval.json"))
+    assert ("| loo/lid_fused | 12 of 13; 5 of 6 (random 2.08) | 0.22 (random 4.98) | 0.500 | 0.0001 | "
+            "8.8 of 13; 5 of 6 (random 2.08) | 1.50 (random 4.98) | 0.500 | 0.0200 |") in text
+    assert "one corpus only: loo/prlm" in text and "embedding" not in text  # no summary: not evaluated
+    with pytest.raises(SystemExit, match="not found"):
+        compare_control.read_rankings(tmp_path / "nowhere")

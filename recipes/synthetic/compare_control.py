@@ -12,12 +12,22 @@ target is adapted from another single source: the correlation of the two matrice
 same-family and other-family sources and of the diagonal, and per target the best source in each and the rank
 correlation of its sources. Families: the benchmark's (benchmark.yaml). One seed per cell: differences of a point
 or two between the two are within a cell's training noise (sd ~1.6 CER points in the main benchmark).
+
+With --rankings MAIN CONTROL (two `xlingual rank-eval` outputs: folders or ranking_eval.json, the same noise rule on
+each), also whether the source rankings survive: per predictor, its top-1 (of the targets, and of those with a
+unique best beyond noise), mean regret, pooled Spearman and permutation p on each corpus, each beside random's.
+
+    python recipes/synthetic/compare_control.py results/ranking_benchmark/benchmark \
+        results/ranking_benchmark/benchmark_control --rankings \
+        results/ranking_benchmark/benchmark/ranking_loo6_pools \
+        results/ranking_benchmark/benchmark_control/ranking_loo6
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -89,14 +99,53 @@ def compare(main: dict, control: dict, noise: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_rankings(path: Path) -> dict:
+    """{group/predictor: evaluation} of a rank-eval output (its folder or ranking_eval.json)."""
+    path = path / "ranking_eval.json" if path.is_dir() else path
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run `xlingual rank-eval` (benchmark.sh stage 3 or 4) first")
+    ev = json.loads(path.read_text(encoding="utf-8"))["evaluations"]
+    return {f"{group}/{name}": e for group, preds in ev.items() for name, e in preds.items() if e.get("summary")}
+
+
+def compare_rankings(main: dict, control: dict) -> str:
+    """One row per predictor evaluated on both corpora: top-1, regret, Spearman, p, each beside random's."""
+    def n(x: float) -> str:  # fractional hits (a predictor's own ties count by expectation) to one decimal
+        return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+    def cell(e: dict) -> str:
+        s, perm = e["summary"], e.get("permutation", {})
+        unique = (f"; {n(s['top1_hits_unique_best'])} of {s['n_unique_best']}" if s.get("n_unique_best") else "")
+        p = perm.get("mean_regret", {}).get("p")
+        return (f"{n(s['top1_hits'])} of {s['n_targets']}{unique} (random {s['random_top1_hits']:.2f}) | "
+                f"{s['mean_regret']:.2f} (random {s['random_regret']:.2f}) | {s['spearman']:.3f} | "
+                + (f"{p:.4f}" if p is not None else "-"))
+
+    names = [n for n in main if n in control]
+    if not names:
+        raise SystemExit("the two rank-eval outputs share no predictor")
+    lines = ["| predictor | top-1, main | regret, main | Spearman, main | p (regret), main | top-1, control | "
+             "regret, control | Spearman, control | p (regret), control |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {cell(main[n])} | {cell(control[n])} |" for n in names]
+    only = sorted(set(main) ^ set(control))
+    if only:
+        lines.append(f"\nEvaluated on one corpus only: {', '.join(only)}.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("main", type=Path)
     p.add_argument("control", type=Path)
     p.add_argument("--out", type=Path, help="also write the tables here (Markdown)")
+    p.add_argument("--rankings", type=Path, nargs=2, metavar=("MAIN", "CONTROL"),
+                   help="two rank-eval outputs (folder or ranking_eval.json): compare the predictors on both")
     args = p.parse_args(argv)
     text = compare(read_matrix(args.main), read_matrix(args.control),
                    {"main": seed_sd(args.main), "control": seed_sd(args.control)})
+    if args.rankings:
+        text += ("\n## The source rankings on both corpora\n\n"
+                 + compare_rankings(read_rankings(args.rankings[0]), read_rankings(args.rankings[1])))
     print(text, end="")
     if args.out:
         cmd = " ".join(["python recipes/synthetic/compare_control.py", *(argv if argv is not None else sys.argv[1:])])
