@@ -301,3 +301,17 @@ def test_matrix_speed_runs_each_commits_tree(out):
     assert (common.WORK_DIR / "matrix_speed" / "code_after" / matrix_speed.RECIPE).is_file()
     assert "Before / after wall time" in (out / "matrix_speed.md").read_text()
     assert written(out, "matrix_speed")["jobs"] == 1
+
+
+def test_torch_build_times_the_step_under_two_interpreters(out):
+    """bench.torch_build --quick with this interpreter on both sides: child timings, ratio, config comparison."""
+    from bench import torch_build
+
+    res = torch_build.main(["--python", sys.executable, "--quick", "--threads", "1", "--out", str(out)])
+    run = res["runs"]["tiny/1"]
+    assert len(run["default"]) == len(run["other"]) == 1 and run["default"][0]["audio_s_per_s"] > 0
+    assert run["default"][0]["loss"] == pytest.approx(run["other"][0]["loss"], rel=1e-4)  # same model, same batch
+    assert res["config_differences"] == {"default": [], "other": []}
+    assert res["torch"]["other"]["torchaudio_shim"] is False  # this torchaudio imports
+    assert (common.WORK_DIR / "torch_build" / "torchaudio_shim" / "torchaudio" / "models" / "conformer.py").is_file()
+    assert written(out, "torch_build")["steps"] == 2
