@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import fake_matrix, write_tiny_corpus
-from xlingual.rank_eval import csv_oracle, matrix_oracle, run_rank_eval
+from xlingual.rank_eval import _floor_words, _oracle_summary, csv_oracle, matrix_oracle, run_rank_eval
 
 THREE = ["sources=[bn,tr,th]", "targets=[bn,tr,th]", "size_pairs=[]", "variant_pairs=[]", "layer_sweep=[]",
          "variants={}"]
@@ -83,6 +83,24 @@ def test_adaptation_seeds_give_the_adapt_noise_floor(tmp_path):
     o = matrix_oracle(tmp_path / "m", "cer", n_boot=1000, seed_floor="adapt", noise_matrix=tmp_path / "n_large")
     assert o["adapt_noise"]["sd"] == pytest.approx(4.0) and sorted(o["tied"]["bn"]) == ["th", "tr"]
     assert o["seed_sd"]["bn"] == 0.0  # the baselines' spread, reported: one seed here
+
+
+def test_cells_at_several_seeds_are_means_with_a_smaller_floor(tmp_path):
+    """Every cell at 3 seeds (sources retrained): a cell is the mean of its seeds, and the training-noise floor of
+    a difference of two such means is 2 sd sqrt(1/3 + 1/3), not the single runs' 2 sqrt(2) sd: bn's 7-point gap
+    (tr 33 vs th 40 on average, sd 3 per cell) is then beyond noise, where one seed per cell (floor 8.5) ties."""
+    far = {**CER, ("bn", "th"): 37.0}
+    fake_matrix(tmp_path / "m", [*THREE, "seeds=[0, 1, 2]"], lambda c: _with(far, c) + 3.0 * c["seed"], n_utts=400)
+    o = matrix_oracle(tmp_path / "m", "cer", n_boot=1000, seed_floor="adapt")  # its own cells give the sd
+    assert o["adapt_noise"]["sd"] == pytest.approx(3.0) and o["seeds_per_cell"] == [3, 3]
+    assert o["errors"]["bn"] == pytest.approx({"tr": 33.0, "th": 40.0})
+    noise = o["noise"]["bn"]
+    assert noise["n_runs"] == {"th": 3, "tr": 3}
+    assert noise["floors"]["th"] == pytest.approx(2 * 3.0 * (2 / 3) ** 0.5)  # 4.9 < 7 < 8.5 = 2 sqrt(2) 3
+    assert 4.9 < noise["errors"]["th"] - noise["errors"]["tr"] < 8.4  # the per-utterance rates: the same gap
+    assert o["tied"]["bn"] == ["tr"]
+    words = _floor_words(_oracle_summary(o))
+    assert "a cell is the mean of 3 seeds" in words and "sd 3.00 pooled over" in words
 
 
 def _with(table: dict, cell: dict, seed_step: float = 0.0):

@@ -132,6 +132,24 @@ def test_noise_ties_call_a_best_only_beyond_noise(rates, seed_sd, tied):
     assert 0 < lo < hi  # c is clearly worse than the best
 
 
+@pytest.mark.parametrize("n_runs, tied", [(None, ["a", "b"]), ({"a": 1, "b": 1}, ["a", "b"]),
+                                           ({"a": 3, "b": 3}, ["a"]), ({"a": 3}, ["a", "b"])])
+def test_noise_ties_floor_shrinks_with_the_seeds_a_cell_averages(n_runs, tied):
+    """A cell averaged over n seeds has 1/sqrt(n) of a run's training noise: the floor of a difference is
+    2 sd sqrt(1/n_a + 1/n_b). Here sd puts the difference between the floors of 3 + 3 seeds and of 1 + 1 (or 3 + 1)."""
+    per = _utts({"a": 20.0, "b": 25.0}, n=300)
+    rates = {k: 100 * sum(e for e, _ in v.values()) / sum(n for _, n in v.values()) for k, v in per.items()}
+    diff = rates["b"] - rates["a"]
+    sd = 1.3 * diff / (2 * math.sqrt(2))  # floor: single runs 1.3 x diff (tied); 3 + 3: 0.75 x diff; 3 + 1: 1.06
+    res = noise_ties(per, seed_sd=sd, n_runs=n_runs)
+    assert res["best"] == "a" and res["intervals"]["b"][0] > 0  # the bootstrap alone separates them
+    assert res["tied"] == tied
+    want = {s: 2 * sd * math.sqrt(1 / (n_runs or {}).get(s, 1) + 1 / (n_runs or {}).get("a", 1)) for s in "ab"}
+    assert res["floors"] == pytest.approx(want) and res["seed_floor"] == pytest.approx(max(want.values()))
+    with pytest.raises(ValueError, match="n_runs"):
+        noise_ties(per, seed_sd=sd, n_runs={"a": 0})
+
+
 def test_noise_ties_pair_by_utterance():
     """The comparison is paired: two sources that differ by one error on every utterance are apart beyond noise,
     although each one's own error varies a lot from utterance to utterance."""

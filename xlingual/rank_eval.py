@@ -81,7 +81,7 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
         base = res.values(metric, table="baseline", target=t, budget="small")
         seed_sd[t] = statistics.stdev(base) if len(base) >= 2 else 0.0
         floor_sd[t] = {"baseline": seed_sd[t], "none": 0.0, "adapt": (adapt_noise or {}).get("sd")}[seed_floor]
-        per_utt = {}
+        per_utt, n_runs = {}, {}  # a cell's errors averaged over its learned seeds, and how many
         for s in res.config["sources"]:
             if s == t:
                 continue
@@ -92,27 +92,38 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
             if utt is not None:
                 errors.setdefault(t, {})[s] = res.value(metric, **role)
                 per_utt[s] = utt
+                n_runs[s] = _n_learned(res, role)
         if len(per_utt) >= 2:
-            noise[t] = noise_ties(per_utt, floor_sd[t], n_boot, alpha)
+            noise[t] = noise_ties(per_utt, floor_sd[t], n_boot, alpha, n_runs=n_runs)
             tied[t] = noise[t]["tied"]
             for p in pool_names:
-                pool_utt = _learned_utterance_errors(res, {"table": "matrix", "source": p, "target": t}, key)
+                pool_role = {"table": "matrix", "source": p, "target": t}
+                pool_utt = _learned_utterance_errors(res, pool_role, key)
                 if pool_utt is not None:
-                    pools.setdefault(t, {})[p] = pool_vs_best(pool_utt, per_utt[noise[t]["best"]],
-                                                              noise[t]["best"], floor_sd[t], n_boot, alpha)
+                    best = noise[t]["best"]
+                    pools.setdefault(t, {})[p] = pool_vs_best(pool_utt, per_utt[best], best, floor_sd[t], n_boot,
+                                                              alpha, n_runs=(_n_learned(res, pool_role), n_runs[best]))
     return {"metric": metric, "matrix_dir": str(matrix_dir), "errors": errors, "tied": tied, "noise": noise,
             "unlearned": unlearned, "seed_sd": seed_sd, "seed_floor": seed_floor, "floor_sd": floor_sd,
-            "adapt_noise": adapt_noise, "alpha": alpha, "n_boot": n_boot, "pools": pools}
+            "adapt_noise": adapt_noise, "alpha": alpha, "n_boot": n_boot, "pools": pools,
+            "seeds_per_cell": _seed_range(noise)}
+
+
+def _seed_range(noise: dict) -> list[int] | None:
+    """[fewest, most] learned seeds a ranked cell is the mean of (None: no cell compared)."""
+    counts = [n for v in noise.values() for n in v["n_runs"].values()]
+    return [min(counts), max(counts)] if counts else None
 
 
 def pool_vs_best(pool_utt: dict, best_utt: dict, best: str, seed_sd: float, n_boot: int = 2000,
-                 alpha: float = 0.05) -> dict:
+                 alpha: float = 0.05, n_runs: tuple[int, int] = (1, 1)) -> dict:
     """A pooled source against a target's best single source, with the oracle's own noise rule (noise_ties on the
     two): {"error", "best_single", "best_single_error", "difference" (pool - best single, points), "interval"
     (its paired-bootstrap interval), "verdict": "better" | "tie" | "worse"}. The best single source is picked
     after the fact among many (its error is optimistically low): a pool that ties it is no worse than the choice
-    an oracle would make."""
-    cmp = noise_ties({"pool": pool_utt, "single": best_utt}, seed_sd, n_boot, alpha)
+    an oracle would make. n_runs: the seeds each of the two is averaged over (pool, best single)."""
+    cmp = noise_ties({"pool": pool_utt, "single": best_utt}, seed_sd, n_boot, alpha,
+                     n_runs={"pool": n_runs[0], "single": n_runs[1]})
     lo, hi = cmp["intervals"]["pool"] if cmp["best"] == "single" else [-x for x in cmp["intervals"]["single"][::-1]]
     verdict = "tie" if len(cmp["tied"]) == 2 else ("better" if cmp["best"] == "pool" else "worse")
     return {"error": cmp["errors"]["pool"], "best_single": best, "best_single_error": cmp["errors"]["single"],
@@ -149,6 +160,11 @@ def _learned_utterance_errors(res, role: dict, key: tuple[str, str]) -> dict[str
     if not runs:
         return None
     return _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
+
+
+def _n_learned(res, role: dict) -> int:
+    """How many of a cell's runs (seeds) learned: the count its mean is taken over."""
+    return sum(1 for c in res.runs(**role) if c["name"] in res.results and res.learned(c["name"]))
 
 
 def _mean_errors(paths: list[Path], key: tuple[str, str]) -> dict[str, tuple[float, int]]:
@@ -410,7 +426,7 @@ def _oracle_summary(oracle: dict) -> dict:
             "unique_best": sorted(t for t, v in oracle.get("tied", {}).items() if len(v) == 1),
             "unlearned": oracle.get("unlearned", []), "seed_sd": oracle.get("seed_sd", {}),
             "seed_floor": oracle.get("seed_floor", "baseline"), "adapt_noise": _brief(oracle.get("adapt_noise")),
-            "pools": oracle.get("pools", {})}
+            "pools": oracle.get("pools", {}), "seeds_per_cell": oracle.get("seeds_per_cell")}
 
 
 def _brief(adapt_noise: dict | None) -> dict | None:
@@ -422,13 +438,17 @@ def _brief(adapt_noise: dict | None) -> dict | None:
 
 
 def _floor_words(o: dict) -> str:
-    floor, a = o.get("seed_floor", "baseline"), o.get("adapt_noise")
+    floor, a, seeds = o.get("seed_floor", "baseline"), o.get("adapt_noise"), o.get("seeds_per_cell")
     if floor == "none":
         return "; no seed floor: a cell's own training noise is not counted"
+    means = ""
+    if seeds and seeds[1] > 1:  # cells averaged over seeds: the floor of a difference of two means is smaller
+        means = (f"; a cell is the mean of its {seeds[0]}-{seeds[1]} learned seeds" if seeds[0] < seeds[1]
+                 else f"; a cell is the mean of {seeds[0]} seeds") + ", the floor 2 sd sqrt(1/n_a + 1/n_b)"
     if floor == "adapt":
         return (f", and the seed spread of adaptation runs, sd {a['sd']:.2f} pooled over {a['cells']} cells at "
-                f"2+ seeds ({a['runs']} runs)")
-    return ", and the from-scratch baselines' seed spread"
+                f"2+ seeds ({a['runs']} runs){means}")
+    return ", and the from-scratch baselines' seed spread" + means
 
 
 def _fmt(v, digits: int = 3) -> str:

@@ -235,13 +235,16 @@ def evaluate_ranking(scores: dict[str, dict[str, float]], wer: dict[str, dict[st
 
 
 def noise_ties(per_utt: dict[str, dict[str, tuple[int, int]]], seed_sd: float = 0.0, n_boot: int = 2000,
-               alpha: float = 0.05, seed: int = 0) -> dict:
-    """One target's sources within noise of its best: {"best", "tied", "errors", "intervals", "seed_floor"}.
+               alpha: float = 0.05, seed: int = 0, n_runs: dict[str, int] | None = None) -> dict:
+    """One target's sources within noise of its best: {"best", "tied", "errors", "intervals", "seed_floor",
+    "floors", "n_runs"}.
 
     per_utt: source -> utterance id -> (errors, reference length) on the target's test set (the same utterances
-    for every source: a paired comparison). A source is tied with the best when the paired bootstrap's
-    (1 - alpha) interval of its error minus the best's includes 0, or when the difference is below the seed floor
-    2 x sqrt(2) x seed_sd (two runs' difference, about 95% of training noise). Errors in %.
+    for every source: a paired comparison), averaged over the source's n_runs[source] seeds (default 1). A source
+    is tied with the best when the paired bootstrap's (1 - alpha) interval of its error minus the best's includes
+    0, or when the difference is below its seed floor 2 x seed_sd x sqrt(1/n_source + 1/n_best): about 95% of the
+    training noise of a difference of two means of runs (2 x sqrt(2) x seed_sd for single runs). seed_floor: the
+    largest of the floors. Errors in %.
     """
     sources = sorted(per_utt)
     ids = sorted(set.intersection(*(set(per_utt[s]) for s in sources)))
@@ -256,11 +259,14 @@ def noise_ties(per_utt: dict[str, dict[str, tuple[int, int]]], seed_sd: float = 
     boot = 100.0 * err[:, draws].sum(2) / ref[draws].sum(1)  # (S, B)
     diff = boot - boot[best]
     lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2], axis=1)
-    floor = 2.0 * math.sqrt(2.0) * seed_sd
-    tied = [s for j, s in enumerate(sources) if j == best or lo[j] <= 0 or rates[j] - rates[best] < floor]
+    runs = {s: int((n_runs or {}).get(s, 1)) for s in sources}
+    if min(runs.values()) < 1:
+        raise ValueError(f"n_runs must be >= 1 for every source, not {runs}")
+    floors = {s: 2.0 * seed_sd * math.sqrt(1.0 / runs[s] + 1.0 / runs[sources[best]]) for s in sources}
+    tied = [s for j, s in enumerate(sources) if j == best or lo[j] <= 0 or rates[j] - rates[best] < floors[s]]
     return {"best": sources[best], "tied": tied, "errors": dict(zip(sources, map(float, rates))),
-            "intervals": {s: [float(lo[j]), float(hi[j])] for j, s in enumerate(sources)}, "seed_floor": floor,
-            "n_utts": len(ids)}
+            "intervals": {s: [float(lo[j]), float(hi[j])] for j, s in enumerate(sources)},
+            "seed_floor": max(floors.values()), "floors": floors, "n_runs": runs, "n_utts": len(ids)}
 
 
 def _random_summaries(rows: list[dict], k: int, n: int, seed: int) -> dict[str, np.ndarray]:
