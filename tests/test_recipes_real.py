@@ -213,6 +213,7 @@ def test_benchmark_script_commands_load_their_configs(tmp_path):
     (["--stage", "4", "--stop-stage", "4"], ["benchmark_control"] * 5),  # the control alone: its stages 1-3
     (["--stage", "3", "--stop-stage", "4"], ["benchmark"] + ["benchmark_control"] * 5),
     (["--stage", "2", "--stop-stage", "3"], ["benchmark"] * 2),
+    (["--stage", "6", "--stop-stage", "6"], ["benchmark_control"] * 8),  # the control at 3 seeds, nothing else
 ])
 def test_benchmark_script_stage_ranges(args, passes):
     """--stage/--stop-stage select stages; stage 4 (the control) runs the control corpus's stages 1-3 whole."""
@@ -297,3 +298,22 @@ def test_compare_control_tables_the_rankings_of_both_corpora(tmp_path):
     assert "one corpus only: loo/prlm" in text and "embedding" not in text  # no summary: not evaluated
     with pytest.raises(SystemExit, match="not found"):
         compare_control.read_rankings(tmp_path / "nowhere")
+
+
+def test_benchmark_script_seeds_stage_runs_the_control_at_three_seeds():
+    """Stage 6: the control's runs copied in, its matrix at seeds 0-2 without pools, the predictor scores re-scored
+    against it (both noise views), collected."""
+    from xlingual.config import MatrixConfig, load_config
+
+    dry = subprocess.run(["bash", str(REPO / "recipes/synthetic/benchmark.sh"), "--dry-run", "--stage", "6",
+                          "--stop-stage", "6", "--scores-from", "exp/x/ranking_loo6"],
+                         cwd=REPO, capture_output=True, text=True, env=recipe_env())
+    assert dry.returncode == 0, dry.stderr
+    commands = [shlex.split(line[2:]) for line in dry.stdout.splitlines() if line.startswith("+ ")]
+    assert [c[1] if c[0] == "xlingual" else Path(c[1]).name for c in commands] == \
+        ["collect.py"] * 4 + ["matrix", "rank-eval", "rank-eval", "collect.py"]
+    matrix = commands[4]
+    cfg = load_config(MatrixConfig, REPO / matrix[2], [matrix[i + 1] for i, x in enumerate(matrix) if x == "--set"])
+    assert cfg.seeds == [0, 1, 2] and cfg.pool_budgets == [] and cfg.corpus.dir == "data/benchmark_control"  # no pools
+    assert cfg.out_dir == "exp/benchmark_control_3seeds" and len(cfg.sources) == 13
+    assert all(c[c.index("--scores-from") + 1] == "exp/x/ranking_loo6" for c in commands if c[1] == "rank-eval")

@@ -15,13 +15,19 @@
 #   4 control   the same on the control corpus without shared word forms (stages 1-3 with corpus.exclude_shared)
 #   5 collect   copy what was measured (no checkpoints) into results/ranking_benchmark/ (recipes/synthetic/collect.py;
 #               `collect.py restore` puts it back into exp/ on a fresh machine: finished runs are then not redone)
-# Usage: recipes/synthetic/benchmark.sh [--stage N] [--stop-stage M] [--jobs N] [--dry-run]
+#   6 seeds     (only when asked: --stage 6 --stop-stage 6) every cell of the control at seeds 0-2, sources
+#               retrained (benchmark_control_3seeds: the seed-0 matrix's and the noise matrix's runs are copied in,
+#               the other ~280 runs trained, about 40 min on 2 cores), then the control's predictor scores
+#               re-scored against those means (a cell's floor shrinks with its seeds), and collected
+# Usage: recipes/synthetic/benchmark.sh [--stage N] [--stop-stage M] [--jobs N] [--scores-from DIR] [--dry-run]
+#   --scores-from: stage 6's predictor scores (default exp/benchmark_control/ranking, stage 4's evaluation)
 set -euo pipefail
-stage=1; stop_stage=5; jobs=2; dry=""
+stage=1; stop_stage=5; jobs=2; dry=""; scores_from=exp/benchmark_control/ranking
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2;; --stop-stage) stop_stage=$2; shift 2;; --jobs) jobs=$2; shift 2;;
     --dry-run) dry=1; shift;;
+    --scores-from) scores_from=$2; shift 2;;
     *) echo "unknown option $1" >&2; exit 1;;
   esac
 done
@@ -64,15 +70,15 @@ pass() {
 }
 
 corpus_dir=data/benchmark pass benchmark
+shared=$(echo $langs | tr ' ' ',')
+control_sets=("corpus.dir=data/benchmark_control" "corpus.exclude_shared=[$shared]")
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   # stage 4 is stages 1-3 again on the control corpus: all of them, whatever range of 1-3 was asked for above
-  shared=$(echo $langs | tr ' ' ',')
   asked="$stage $stop_stage"; stage=1; stop_stage=3
-  corpus_dir=data/benchmark_control pass benchmark_control "corpus.dir=data/benchmark_control" \
-      "corpus.exclude_shared=[$shared]"
+  corpus_dir=data/benchmark_control pass benchmark_control "${control_sets[@]}"
   read -r stage stop_stage <<< "$asked"
 fi
-if [ "$stop_stage" -ge 5 ]; then  # what was measured (no checkpoints): reports, every run's results, the ranking
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then  # what was measured (no checkpoints): reports, every run's results, the ranking
   for name in benchmark benchmark_control; do
     for part in "" _seeds _lid _phones; do
       if [ -d "exp/$name$part" ] || [ -n "$dry" ]; then
@@ -80,4 +86,22 @@ if [ "$stop_stage" -ge 5 ]; then  # what was measured (no checkpoints): reports,
       fi
     done
   done
+fi
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  # the same run keys in both folders: what the control's matrix (seed 0) and noise matrix (bn, tr, ta at seeds
+  # 1-2) measured counts as done here; pools are left out (they are not ranking candidates)
+  name=benchmark_control_3seeds
+  for part in "" _seeds; do
+    for runs in 'scratch/*' 'adapt/*'; do
+      run python "$here/collect.py" save "exp/benchmark_control$part" "exp/$name" --only "$runs"
+    done
+  done
+  sets=()
+  for s in "${control_sets[@]}" "seeds=[0,1,2]" "pools={}" "pool_budgets=[]"; do sets+=(--set "$s"); done
+  run xlingual matrix "$here/benchmark.yaml" --jobs "$jobs" --set "out_dir=exp/$name" "${sets[@]}"
+  run xlingual rank-eval --matrix "exp/$name" --metric cer --seed-floor adapt --scores-from "$scores_from" \
+      --out "exp/$name/ranking"
+  run xlingual rank-eval --matrix "exp/$name" --metric cer --seed-floor none --scores-from "$scores_from" \
+      --out "exp/$name/ranking_nofloor"
+  run python "$here/collect.py" save "exp/$name" "$results/$name"
 fi
