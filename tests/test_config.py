@@ -46,6 +46,18 @@ def test_parse_override(text, expected):
     assert parse_override(text) == expected
 
 
+@pytest.mark.parametrize("overrides, pools", [
+    ([], {"pool": ["bn", "tr"]}),
+    (["pools={}"], {}),  # clears: merging an empty mapping would silently keep the recipe's pools
+    (["pools.extra=[th]"], {"pool": ["bn", "tr"], "extra": ["th"]}),  # a non-empty mapping still merges
+    (["pools={}", "pools.extra=[th]"], {"extra": ["th"]}),
+])
+def test_mapping_overrides_merge_and_an_empty_one_clears(tmp_path, overrides, pools):
+    p = tmp_path / "m.yaml"
+    p.write_text("pools: {pool: [bn, tr]}\n")
+    assert load_config(MatrixConfig, p, overrides).pools == pools
+
+
 def test_override_without_equals_is_an_error():
     with pytest.raises(ConfigError, match="key.sub=value"):
         parse_override("train.epochs")

@@ -314,6 +314,6 @@ def test_benchmark_script_seeds_stage_runs_the_control_at_three_seeds():
         ["collect.py"] * 4 + ["matrix", "rank-eval", "rank-eval", "collect.py"]
     matrix = commands[4]
     cfg = load_config(MatrixConfig, REPO / matrix[2], [matrix[i + 1] for i, x in enumerate(matrix) if x == "--set"])
-    assert cfg.seeds == [0, 1, 2] and cfg.pool_budgets == [] and cfg.corpus.dir == "data/benchmark_control"  # no pools
+    assert cfg.seeds == [0, 1, 2] and cfg.pools == {} and cfg.corpus.dir == "data/benchmark_control"
     assert cfg.out_dir == "exp/benchmark_control_3seeds" and len(cfg.sources) == 13
     assert all(c[c.index("--scores-from") + 1] == "exp/x/ranking_loo6" for c in commands if c[1] == "rank-eval")

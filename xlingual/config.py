@@ -217,10 +217,11 @@ def to_dict(cfg) -> dict:
 
 
 def merge(base: dict, delta: dict) -> dict:
-    """Recursively apply `delta` over `base` (mappings merge, everything else replaces)."""
+    """Recursively apply `delta` over `base` (mappings merge, everything else replaces; an empty mapping replaces
+    too: `--set pools={}` clears a recipe's pools, where merging it would silently keep them)."""
     out = dict(base)
     for k, v in delta.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and v and isinstance(out.get(k), dict) else v
     return out
 
 
