@@ -298,6 +298,17 @@ def test_compare_control_tables_the_rankings_of_both_corpora(tmp_path):
     assert "one corpus only: loo/prlm" in text and "embedding" not in text  # no summary: not evaluated
     with pytest.raises(SystemExit, match="not found"):
         compare_control.read_rankings(tmp_path / "nowhere")
+    # the command: two pairs (e.g. two noise views), one section each, under the matrices' comparison
+    rows = [["target", "bn", "as", "tr"], ["bn", "25", "28", "30"], ["as", "27", "24", "33"], ["tr", "31", "32", "20"]]
+    for name in ("m1", "m2"):
+        (tmp_path / name / "report").mkdir(parents=True)
+        with open(tmp_path / name / "report" / "cer_matrix.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+    out = tmp_path / "cmp.md"
+    pair = [str(tmp_path / "main"), str(tmp_path / "control")]
+    assert compare_control.main([str(tmp_path / "m1"), str(tmp_path / "m2"), "--rankings", *pair, "--rankings",
+                                 *pair, "--out", str(out)]) == 0
+    assert out.read_text().count("## The source rankings on both corpora") == 2
 
 
 def test_benchmark_script_seeds_stage_runs_the_control_at_three_seeds():

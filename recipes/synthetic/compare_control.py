@@ -14,7 +14,7 @@ correlation of its sources. Families: the benchmark's (benchmark.yaml). One seed
 or two between the two are within a cell's training noise (sd ~1.6 CER points in the main benchmark).
 
 With --rankings MAIN CONTROL (two `xlingual rank-eval` outputs: folders or ranking_eval.json, the same noise rule on
-each), also whether the source rankings survive: per predictor, its top-1 (of the targets, and of those with a
+each; repeat it for another noise view), also whether the source rankings survive: per predictor, its top-1 (of the targets, and of those with a
 unique best beyond noise), mean regret, pooled Spearman and permutation p on each corpus, each beside random's.
 
     python recipes/synthetic/compare_control.py results/ranking_benchmark/benchmark \
@@ -138,14 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("main", type=Path)
     p.add_argument("control", type=Path)
     p.add_argument("--out", type=Path, help="also write the tables here (Markdown)")
-    p.add_argument("--rankings", type=Path, nargs=2, metavar=("MAIN", "CONTROL"),
-                   help="two rank-eval outputs (folder or ranking_eval.json): compare the predictors on both")
+    p.add_argument("--rankings", type=Path, nargs=2, metavar=("MAIN", "CONTROL"), action="append", default=[],
+                   help="two rank-eval outputs (folder or ranking_eval.json): compare the predictors on both; "
+                        "repeat for another pair (e.g. another noise view)")
     args = p.parse_args(argv)
     text = compare(read_matrix(args.main), read_matrix(args.control),
                    {"main": seed_sd(args.main), "control": seed_sd(args.control)})
-    if args.rankings:
-        text += ("\n## The source rankings on both corpora\n\n"
-                 + compare_rankings(read_rankings(args.rankings[0]), read_rankings(args.rankings[1])))
+    for main_eval, control_eval in args.rankings:
+        text += (f"\n## The source rankings on both corpora: `{main_eval}` vs `{control_eval}`\n\n"
+                 + compare_rankings(read_rankings(main_eval), read_rankings(control_eval)))
     print(text, end="")
     if args.out:
         cmd = " ".join(["python recipes/synthetic/compare_control.py", *(argv if argv is not None else sys.argv[1:])])
