@@ -100,7 +100,12 @@ def read_commonvoice_tsv(tsv: str | os.PathLike, clips_dir: str | os.PathLike,
             report.skip(row.get("path") or where, "malformed line",
                         f"{where}: expected {len(header)} tab-separated columns as in the header, found {len(cols)}")
             continue
-        audio = clips_dir / row["path"].strip()
+        clip = Path(row["path"].strip())
+        if clip.is_absolute() or ".." in clip.parts:  # Common Voice names clips inside clips/; never outside it
+            report.skip(row["path"], "clip path outside clips/",
+                        f"{where}: the path column must name a file inside {clips_dir}, not {row['path'].strip()!r}")
+            continue
+        audio = clips_dir / clip
         if not audio.suffix and not audio.exists():  # early releases list clips without the .mp3 extension
             audio = audio.with_name(audio.name + ".mp3")
         raws.append(RawUtterance(id=Path(row["path"].strip()).stem, audio=str(audio), text=row["sentence"],

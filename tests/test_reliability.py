@@ -223,6 +223,19 @@ def test_commonvoice_reader_keeps_or_reports_every_row(rows):
         assert all(r.audio.startswith(str(Path(d) / "clips")) for r in raws)
 
 
+@pytest.mark.parametrize("clip, kept", [("a.mp3", True), ("sub/a.mp3", True), ("/", False), ("/etc/passwd", False),
+                                        ("../a.mp3", False), ("x/../../a.mp3", False)])
+def test_commonvoice_clip_paths_stay_inside_clips(tmp_path, clip, kept):
+    """A path column naming a file outside clips/ (absolute, or climbing with ..) is reported, never read (found by
+    the property test above: the row '<TAB>/' gave the audio path '/')."""
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text(f"client_id\tpath\tsentence\nspk\t{clip}\thello\n", encoding="utf-8")
+    report = PrepReport("train")
+    raws = read_commonvoice_tsv(tsv, tmp_path / "clips", report)
+    assert (len(raws), report.num_skipped) == ((1, 0) if kept else (0, 1))
+    assert report.skipped == ({} if kept else {"clip path outside clips/": 1})
+
+
 @PROPERTY
 @given(rows=_rows(len(FLEURS_COLUMNS)))
 def test_fleurs_reader_keeps_or_reports_every_row(rows):
