@@ -88,21 +88,22 @@ def matrix_oracle(matrix_dir: str | Path, metric: str = "cer", n_boot: int = 200
             role = {"table": "matrix", "source": s, "target": t}
             if res.unlearned(**role) and res.value(metric, **role) is None:
                 unlearned.append((t, s))
-            utt = _learned_utterance_errors(res, role, key)
+            runs = _learned_runs(res, role)
+            utt = _learned_utterance_errors(res, runs, key)
             if utt is not None:
                 errors.setdefault(t, {})[s] = res.value(metric, **role)
                 per_utt[s] = utt
-                n_runs[s] = _n_learned(res, role)
+                n_runs[s] = len(runs)
         if len(per_utt) >= 2:
             noise[t] = noise_ties(per_utt, floor_sd[t], n_boot, alpha, n_runs=n_runs)
             tied[t] = noise[t]["tied"]
             for p in pool_names:
-                pool_role = {"table": "matrix", "source": p, "target": t}
-                pool_utt = _learned_utterance_errors(res, pool_role, key)
+                pool_runs = _learned_runs(res, {"table": "matrix", "source": p, "target": t})
+                pool_utt = _learned_utterance_errors(res, pool_runs, key)
                 if pool_utt is not None:
                     best = noise[t]["best"]
                     pools.setdefault(t, {})[p] = pool_vs_best(pool_utt, per_utt[best], best, floor_sd[t], n_boot,
-                                                              alpha, n_runs=(_n_learned(res, pool_role), n_runs[best]))
+                                                              alpha, n_runs=(len(pool_runs), n_runs[best]))
     return {"metric": metric, "matrix_dir": str(matrix_dir), "errors": errors, "tied": tied, "noise": noise,
             "unlearned": unlearned, "seed_sd": seed_sd, "seed_floor": seed_floor, "floor_sd": floor_sd,
             "adapt_noise": adapt_noise, "alpha": alpha, "n_boot": n_boot, "pools": pools,
@@ -153,18 +154,16 @@ def adaptation_spread(res, extra=None, metric: str = "cer") -> dict | None:
     return {"sd": var ** 0.5, "cells": len(multi), "runs": sum(map(len, multi.values())), "per_cell": multi}
 
 
-def _learned_utterance_errors(res, role: dict, key: tuple[str, str]) -> dict[str, tuple[float, int]] | None:
-    """A cell's per-utterance errors averaged over its runs that learned (None: no such run): the runs that did
-    not learn are never a measurement."""
-    runs = [c for c in res.runs(**role) if c["name"] in res.results and res.learned(c["name"])]
+def _learned_runs(res, role: dict) -> list[str]:
+    """The names of a cell's runs (seeds) that finished and learned: the only ones that are a measurement."""
+    return [c["name"] for c in res.runs(**role) if c["name"] in res.results and res.learned(c["name"])]
+
+
+def _learned_utterance_errors(res, runs: list[str], key: tuple[str, str]) -> dict[str, tuple[float, int]] | None:
+    """The per-utterance errors of `runs` (a cell's learned runs, _learned_runs) averaged over them (None: none)."""
     if not runs:
         return None
-    return _mean_errors([res.dir / c["name"] / "decode_test" / "errors.jsonl" for c in runs], key)
-
-
-def _n_learned(res, role: dict) -> int:
-    """How many of a cell's runs (seeds) learned: the count its mean is taken over."""
-    return sum(1 for c in res.runs(**role) if c["name"] in res.results and res.learned(c["name"]))
+    return _mean_errors([res.dir / name / "decode_test" / "errors.jsonl" for name in runs], key)
 
 
 def _mean_errors(paths: list[Path], key: tuple[str, str]) -> dict[str, tuple[float, int]]:
