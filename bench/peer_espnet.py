@@ -12,6 +12,10 @@ install and its time are logged there), then trains the two toolkits one after t
   training  the same number of epochs (--epochs, default 15); best epoch chosen by dev CER in both
   scoring   both decoded greedily (best-path CTC), both scored here by one scorer (jiwer WER/CER) against the same
             reference texts (the manifests' transcripts)
+  xlingual  twice: one process of --threads threads (as ESPnet), and "xlingual-ddp", the same recipe trained by
+            --threads data-parallel processes of one thread each (torchrun; each with 1/N of the batch audio, so an
+            update sees the same audio): on a model this small intra-op threads share little work per operator,
+            and data-parallel processes may use the cores better; this row measures whether they do
 
 Reported per toolkit: training wall time (the training process: ESPnet's asr_train; xlingual's recipe stages 0-1,
 which include its feature caching: ESPnet computes its features inside training), training audio-s/s (train audio
@@ -19,7 +23,7 @@ x epochs / that wall time), peak RSS of the training process (its ru_maxrss from
 parameter count, test CER/WER of the dev-selected and of the last checkpoint; the xlingual / ESPnet ratios; and dev
 CER at equal training time (from each toolkit's per-epoch log).
 
-    python -m bench.peer_espnet              # ~30 min on 2 idle cores, plus the first venv install (~5-10 min)
+    python -m bench.peer_espnet              # ~40 min on 2 idle cores, plus the first venv install (~5-10 min)
     python -m bench.peer_espnet --quick      # smoke run: 0.02 h train, 1 epoch; a few minutes after the install
 
 Run it on an otherwise idle machine: an earlier ESPnet run under load (a second busy process) trained 2.5-3.5x
@@ -39,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,7 +52,9 @@ from bench import common
 
 NAME = "peer_espnet"
 ASSETS = Path(__file__).resolve().with_suffix("")  # bench/peer_espnet/: the two configs and the venv-side scripts
-TOOLKITS = ("espnet", "xlingual")
+TOOLKITS = ("espnet", "xlingual", "xlingual-ddp")  # xlingual-ddp: the same recipe as data-parallel ranks
+#   (torchrun, one rank per thread, each 1 thread): intra-op threads gain little on a model this small, ranks split
+#   the batches instead
 FULL = {"language": "bn", "hours": 1.0, "dev_hours": 0.05, "test_hours": 0.1, "epochs": 15}
 QUICK = {"hours": 0.02, "dev_hours": 0.01, "test_hours": 0.01, "epochs": 1}
 # What the ESPnet venv installs. torch: the CPU build (2.13.0+cpu; pip must find it, e.g. in a find-links folder);
@@ -415,18 +423,42 @@ def run_espnet(venv: Path, kaldi: Path, work: Path, refs: dict[str, str], id_map
 
 
 def run_xlingual(manifests: Path, language: str, work: Path, refs: dict[str, str], epochs: int, threads: int,
-                 env: dict) -> dict:
+                 env: dict, ranks: int = 1) -> dict:
     """xlingual's recipe on the same manifests: stages 0-1 (check, features, training; measured), then stage 2
-    (decode dev and test with best.pt and last.pt); scored here like ESPnet."""
+    (decode dev and test with best.pt and last.pt); scored here like ESPnet.
+
+    ranks > 1: stage 0 (features) in one process, then stage 1 under torchrun as `ranks` data-parallel processes of
+    threads // ranks threads each (xlingual/distributed.py), each with batches of 1/ranks the single process's
+    max_batch_seconds, so that one step's update is over the same amount of audio; measured as the two stages'
+    summed wall and CPU time, and the larger peak RSS of any one process (the ranks together hold about `ranks`
+    times that)."""
     from xlingual.checkpoint import load_model
 
     run = work / "run"
-    cmd = [sys.executable, "-m", "xlingual.cli", "recipe", ASSETS / "xlingual.yaml", "--set", f"language={language}",
-           "--set", f"corpus.dir={manifests}", "--set", f"out_dir={run}", "--set", f"train.epochs={epochs}",
-           "--set", f"train.threads={threads}", "--set", "decode_last=true"]
-    print(f"xlingual: features and training {epochs} epochs (log {work / 'logs' / 'train.log'}) ...", flush=True)
+    args = ["recipe", ASSETS / "xlingual.yaml", "--set", f"language={language}", "--set", f"corpus.dir={manifests}",
+            "--set", f"out_dir={run}", "--set", f"train.epochs={epochs}", "--set", "decode_last=true"]
+    cmd = [sys.executable, "-m", "xlingual.cli", *args, "--set", f"train.threads={threads}"]
+    print(f"xlingual ({ranks} process{'es' if ranks > 1 else ''}): features and training {epochs} epochs (log "
+          f"{work / 'logs' / 'train.log'}) ...", flush=True)
     before = machine_state()
-    train = run_measured([*cmd, "--stage", "0", "--stop-stage", "1"], work / "logs" / "train.log", env, common.REPO)
+    if ranks == 1:
+        train = run_measured([*cmd, "--stage", "0", "--stop-stage", "1"],
+                             work / "logs" / "train.log", env, common.REPO)
+    else:
+        per_rank = max(threads // ranks, 1)
+        rank_env = {**env, **child_env(per_rank)[1]}
+        batch = yaml.safe_load((ASSETS / "xlingual.yaml").read_text())["train"]["max_batch_seconds"] / ranks
+        prep = run_measured([*cmd, "--stage", "0", "--stop-stage", "0"], work / "logs" / "features.log", env,
+                            common.REPO)
+        # the run's config as trained (decoding below must name the same run, or it is another run)
+        cmd = [sys.executable, "-m", "xlingual.cli", *args, "--set", f"train.threads={per_rank}", "--set",
+               f"train.max_batch_seconds={batch:g}"]
+        ddp = run_measured([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                            str(ranks), *cmd[1:], "--stage", "1", "--stop-stage", "1"],
+                           work / "logs" / "train.log", rank_env, common.REPO)
+        train = {"wall_s": prep["wall_s"] + ddp["wall_s"], "cpu_s": prep["cpu_s"] + ddp["cpu_s"],
+                 "peak_rss_mb": max(prep["peak_rss_mb"], ddp["peak_rss_mb"]), "ranks": ranks,
+                 "threads_per_rank": per_rank, "max_batch_seconds_per_rank": batch, "features_wall_s": prep["wall_s"]}
     train.update(loadavg_before=before["loadavg"], loadavg_after=[round(x, 2) for x in os.getloadavg()],
                  busy_before=before["busy_processes"])
     print("xlingual: greedy decoding of dev and test with best.pt and last.pt ...", flush=True)
@@ -464,14 +496,20 @@ def compare(toolkits: dict[str, dict], train_audio_s: float, threads: int) -> di
                      "peak_rss_mb": t["peak_rss_mb"], "cpu_share": t["cpu_s"] / max(t["wall_s"] * threads, 1e-9),
                      "params": r["params"], "test_cer": r["test"]["best"]["cer"], "test_wer": r["test"]["best"]["wer"]}
     out = {"per_toolkit": per}
-    if "espnet" in per and "xlingual" in per:
-        x, e = per["xlingual"], per["espnet"]
-        out["xlingual_over_espnet"] = {
+    for name in [n for n in per if n.startswith("xlingual")] if "espnet" in per else []:
+        x, e = per[name], per["espnet"]
+        out[ratio_key(name)] = {
             "throughput": x["audio_sec_per_sec"] / e["audio_sec_per_sec"],
             "train_wall": x["train_wall_s"] / e["train_wall_s"], "peak_rss": x["peak_rss_mb"] / e["peak_rss_mb"],
             "params": x["params"] / e["params"], "test_cer": x["test_cer"] / e["test_cer"] if e["test_cer"] else None}
-        out["equal_time"] = equal_time({k: toolkits[k]["per_epoch"] for k in ("espnet", "xlingual")})
+    if len(per) >= 2:
+        out["equal_time"] = equal_time({k: toolkits[k]["per_epoch"] for k in per})
     return out
+
+
+def ratio_key(toolkit: str) -> str:
+    """The comparison's key of a toolkit's ratios to ESPnet ("xlingual_over_espnet", "xlingual_ddp_over_espnet")."""
+    return f"{toolkit.replace('-', '_')}_over_espnet"
 
 
 def equal_time(per_epoch: dict[str, list[dict]]) -> dict | None:
@@ -521,11 +559,20 @@ def markdown(res: dict) -> str:
     text += common.md_table(["toolkit", "params", "epochs", "training wall s", "train audio-s/s", "peak RSS MiB",
                              "CPU share", "test CER % (dev-selected)", "test WER %", "test CER % (last epoch)",
                              "test WER % (last)", "load avg before / after training"], rows)
-    ratio = cmp.get("xlingual_over_espnet")
-    if ratio:
-        text += (f"\n**xlingual / ESPnet: throughput x{ratio['throughput']:.2f}** (training wall time "
+    for n in names[1:] if names and names[0] == "espnet" else []:
+        ratio = cmp[ratio_key(n)]
+        text += (f"\n**{n} / ESPnet: throughput x{ratio['throughput']:.2f}** (training wall time "
                  f"x{ratio['train_wall']:.2f}), peak RSS x{ratio['peak_rss']:.2f}, parameters x{ratio['params']:.3f}, "
                  f"test CER x{common.fmt(ratio['test_cer'])}.\n")
+    d = res["toolkits"].get("xlingual-ddp")
+    if d:
+        t = d["train"]
+        text += (f"\nxlingual-ddp: the same recipe, its features made in one process ({t['features_wall_s']:.0f} s, "
+                 f"counted in its training wall time), then trained by {t['ranks']} data-parallel processes "
+                 f"(torchrun, gloo) of {t['threads_per_rank']} thread(s) each, with batches of <= "
+                 f"{t['max_batch_seconds_per_rank']:g} s per process (one update over the same audio as the single "
+                 f"process's); its peak RSS is the largest one process's (the ranks together hold about "
+                 f"{t['ranks']}x that).\n")
     notes = []
     e, x = res["toolkits"].get("espnet"), res["toolkits"].get("xlingual")
     if e:
@@ -578,7 +625,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help=f"training epochs of both (default {FULL['epochs']})")
     p.add_argument("--threads", type=int, default=0, help="threads of both toolkits (0: all cores)")
     p.add_argument("--toolkits", nargs="+", default=list(TOOLKITS), choices=TOOLKITS,
-                   help="which to run, in this order (default: espnet then xlingual)")
+                   help="which to run, in this order (default: espnet, xlingual, then xlingual-ddp)")
     p.add_argument("--venv", default=None, help="the ESPnet venv: built there once, then reused "
                                                 "(default exp/bench/espnet_venv)")
     p.add_argument("--torch-spec", default=TORCH_SPEC, help="the torch requirement the ESPnet venv installs (a CPU "
@@ -632,15 +679,17 @@ def main(argv=None) -> dict:
             r = run_espnet(args.venv, work / "kaldi", work / "espnet", refs,
                            {k: v for d in kaldi.values() for k, v in d["id_map"].items()}, args.epochs, env)
         else:
-            r = run_xlingual(manifests, args.language, work / "xlingual", refs, args.epochs, args.threads, env)
+            r = run_xlingual(manifests, args.language, work / name, refs, args.epochs, args.threads, env,
+                             ranks=args.threads if name == "xlingual-ddp" else 1)
         results["toolkits"][name] = r
         print(f"{name}: {r['train']['wall_s']:.0f} s training, {throughput(r, train_audio):.1f} audio-s/s, peak RSS "
               f"{r['train']['peak_rss_mb']:.0f} MiB, {r['params']:,} params, test CER {r['test']['best']['cer']:.2f}% "
               f"WER {r['test']['best']['wer']:.2f}%", flush=True)
     results["comparison"] = compare(results["toolkits"], train_audio, args.threads)
-    ratio = results["comparison"].get("xlingual_over_espnet")
-    if ratio:
-        print(f"xlingual / ESPnet throughput: x{ratio['throughput']:.2f}", flush=True)
+    for name in args.toolkits:
+        ratio = results["comparison"].get(ratio_key(name))
+        if ratio:
+            print(f"{name} / ESPnet throughput: x{ratio['throughput']:.2f}", flush=True)
     head["busy_processes_at_end"] = busy_processes()
     common.write_results(NAME, head, results, markdown(results), common.results_dir(args.out, not args.full_size),
                          title="Side by side with ESPnet2: the same Conformer-CTC, the same data")

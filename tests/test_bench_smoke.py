@@ -229,6 +229,18 @@ def test_peer_espnet_summary_from_fake_results():
     only = peer_espnet.compare({"xlingual": toolkits["xlingual"]}, 3600.0, 2)  # one toolkit: no ratios
     assert "xlingual_over_espnet" not in only and "equal_time" not in only
     peer_espnet.markdown({**res, "toolkits": {"xlingual": toolkits["xlingual"]}, "comparison": only})
+    # the data-parallel variant: a ratio of its own, in the table and the equal-time comparison, and its set-up
+    ddp = fake_toolkit(300.0, 1500.0, 2_060_000, [18.0] * 15, [18.0 - i for i in range(15)], 8.1)
+    ddp["train"].update(ranks=2, threads_per_rank=1, max_batch_seconds_per_rank=30.0, features_wall_s=12.0)
+    three = {**toolkits, "xlingual-ddp": ddp}
+    cmp3 = peer_espnet.compare(three, 3600.0, 2)
+    assert cmp3["xlingual_ddp_over_espnet"]["throughput"] == pytest.approx(2.0)
+    assert cmp3["xlingual_over_espnet"] == ratio and set(cmp3["equal_time"]) == {"seconds", *three}
+    md3 = peer_espnet.markdown({**res, "toolkits": three, "comparison": cmp3})
+    assert "**xlingual-ddp / ESPnet: throughput x2.00**" in md3 and "**xlingual / ESPnet: throughput x1.50**" in md3
+    assert "2 data-parallel processes" in md3 and "<= 30 s per process" in md3
+    both = peer_espnet.compare({k: three[k] for k in ("xlingual", "xlingual-ddp")}, 3600.0, 2)  # no ESPnet
+    assert not [k for k in both if k.endswith("_over_espnet")] and "equal_time" in both
 
 
 @pytest.mark.parametrize("argv, full, hours, epochs", [
