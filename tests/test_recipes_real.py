@@ -214,6 +214,8 @@ def test_benchmark_script_commands_load_their_configs(tmp_path):
     (["--stage", "3", "--stop-stage", "4"], ["benchmark"] + ["benchmark_control"] * 5),
     (["--stage", "2", "--stop-stage", "3"], ["benchmark"] * 2),
     (["--stage", "6", "--stop-stage", "6"], ["benchmark_control"] * 8),  # the control at 3 seeds, nothing else
+    (["--stage", "7", "--stop-stage", "7"], ["benchmark"] * 4),  # the main corpus at 3 seeds, nothing else
+    (["--stage", "6", "--stop-stage", "7"], ["benchmark_control"] * 8 + ["benchmark"] * 4),
 ])
 def test_benchmark_script_stage_ranges(args, passes):
     """--stage/--stop-stage select stages; stage 4 (the control) runs the control corpus's stages 1-3 whole."""
@@ -328,3 +330,26 @@ def test_benchmark_script_seeds_stage_runs_the_control_at_three_seeds():
     assert cfg.seeds == [0, 1, 2] and cfg.pools == {} and cfg.corpus.dir == "data/benchmark_control"
     assert cfg.out_dir == "exp/benchmark_control_3seeds" and len(cfg.sources) == 13
     assert all(c[c.index("--scores-from") + 1] == "exp/x/ranking_loo6" for c in commands if c[1] == "rank-eval")
+
+
+def test_benchmark_script_seeds_stage_runs_the_main_corpus_at_three_seeds():
+    """Stage 7: the main corpus's matrix at seeds 0-2 without pools (nothing copied in: its stage-1 runs were made by
+    older code), the main predictor scores re-scored against it (both noise views), collected."""
+    from xlingual.config import MatrixConfig, load_config
+
+    dry = subprocess.run(["bash", str(REPO / "recipes/synthetic/benchmark.sh"), "--dry-run", "--stage", "7",
+                          "--stop-stage", "7", "--main-scores-from", "exp/y/ranking_loo6", "--scores-from", "exp/x"],
+                         cwd=REPO, capture_output=True, text=True, env=recipe_env())
+    assert dry.returncode == 0, dry.stderr
+    commands = [shlex.split(line[2:]) for line in dry.stdout.splitlines() if line.startswith("+ ")]
+    assert [c[1] if c[0] == "xlingual" else Path(c[1]).name for c in commands] == \
+        ["matrix", "rank-eval", "rank-eval", "collect.py"]
+    matrix = commands[0]
+    cfg = load_config(MatrixConfig, REPO / matrix[2], [matrix[i + 1] for i, x in enumerate(matrix) if x == "--set"])
+    assert cfg.seeds == [0, 1, 2] and cfg.pools == {} and cfg.pool_budgets == [] and cfg.corpus.dir == "data/benchmark"
+    assert cfg.out_dir == "exp/benchmark_3seeds" and len(cfg.sources) == 13 and not cfg.corpus.exclude_shared
+    evals = [c for c in commands if c[1] == "rank-eval"]
+    assert [c[c.index("--seed-floor") + 1] for c in evals] == ["adapt", "none"]
+    assert all(c[c.index("--scores-from") + 1] == "exp/y/ranking_loo6" for c in evals)  # the main corpus's scores
+    assert commands[-1][-2:] == ["exp/benchmark_3seeds", "results/ranking_benchmark/benchmark_3seeds"]
+
