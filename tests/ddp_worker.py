@@ -95,3 +95,6 @@ def main(corpus_dir: str, out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
+    from xlingual.rank_exit import leave
+
+    leave(0)  # as the CLI ends a rank (a plain exit may abort in gloo's threads: see xlingual/rank_exit.py)

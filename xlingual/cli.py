@@ -8,6 +8,7 @@ import sys
 
 from . import __version__
 from .cores import configure_openmp
+from .rank_exit import leave
 from .cli_rank import add_lid_parsers
 
 
@@ -314,12 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_output_paths(args)
         args.func(args)
+        code = 0
     except (ValueError, OSError, RuntimeError, KeyError) as e:
         # our errors carry file/line/utterance and the fix: show them without a traceback. OSError: a write
         # that failed (fileio.WriteError names the file: disk full, no permission) or an unreadable input file
         print(f"xlingual {args.verb}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        code = 2
+    leave(code)  # a rank under torchrun ends here, past a gloo exit race (rank_exit.py)
+    return code
 
 
 if __name__ == "__main__":
