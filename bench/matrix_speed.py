@@ -16,6 +16,10 @@ eval_from 0.5).
 
     python -m bench.matrix_speed                 # ~20 min on 2 cores: 2 rounds of 2 sources x 4 targets
     python -m bench.matrix_speed --quick         # smoke run: HEAD against itself on a tiny slice
+
+--after-set KEY=VALUE (repeatable) adds a recipe override to the "after" side only: e.g. the same commit on both
+sides with `--before HEAD --after-set train.cpu_bf16=true --after-set small_train.cpu_bf16=true --after-set
+adapt.train.cpu_bf16=true` times one setting against the recipe's own.
 """
 
 from __future__ import annotations
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--targets", default="bn,as,tr,az", help="the slice's targets (default bn,as,tr,az)")
     p.add_argument("--rounds", type=int, default=2, help="rounds of (before, after), alternating order (default 2)")
     p.add_argument("--jobs", type=int, default=2, help="the matrix's --jobs (default 2)")
+    p.add_argument("--after-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a recipe override for the after side only (repeatable)")
     p.add_argument("--quick", action="store_true", help="smoke run: HEAD against itself, 1 source x 1 target, tiny")
     p.add_argument("--out", default=None, help="results folder (default results/bench; --quick: exp/bench/quick)")
     args = p.parse_args(argv)
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
         code[side] = work / f"code_{side}"
         commit = extract(getattr(args, side), code[side])
         sets = [*SLICE, f"sources=[{args.sources}]", f"targets=[{args.targets}]",
-                f"corpus.dir={work / f'data_{side}'}", *(QUICK if args.quick else ())]
+                f"corpus.dir={work / f'data_{side}'}", *(QUICK if args.quick else ()),
+                *(args.after_set if side == "after" else ())]
         print(f"{side}: {commit[:10]}, preparing its corpus ...", flush=True)
         prepare(code[side], sets)
         sides[side] = {"commit": commit, "sets": sets, "rounds": []}
@@ -147,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"round {i + 1} {side}: {r['wall_s']:.0f} s wall, {r['runs']} runs ({r['learned']} learned), "
                   f"mean test CER {r['mean_test_cer']}", flush=True)
     ratios = [b["wall_s"] / a["wall_s"] for b, a in zip(sides["before"]["rounds"], sides["after"]["rounds"])]
-    results = {"sources": args.sources, "targets": args.targets, "jobs": args.jobs, "sides": sides,
+    results = {"sources": args.sources, "targets": args.targets, "jobs": args.jobs, "after_set": args.after_set,
+               "sides": sides,
                "before_over_after": {"median": round(statistics.median(ratios), 3),
                                      "rounds": [round(x, 3) for x in ratios]}}
     rows = []
@@ -156,10 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append([side, s["commit"][:10], i + 1, r["wall_s"], r["run_seconds"]["source"],
                          r["run_seconds"]["adapt"], r["run_seconds"]["baseline"], f"{r['learned']} of {r['runs']}",
                          r["mean_test_cer"], r["loadavg_after"]])
+    extra = (f" The after side with `{' '.join('--set ' + a for a in args.after_set)}`." if args.after_set else "")
     md = (f"`xlingual matrix {RECIPE} --jobs {args.jobs}` on sources [{args.sources}] x targets [{args.targets}] "
           f"(their pre-training, every adaptation, each target's 3-min baseline; no pools, one seed), each commit's "
           f"own code and recipe, into an empty folder with an empty feature cache; corpus prepared beforehand (not "
-          f"timed). **Before / after wall time: x{results['before_over_after']['median']:.2f}** (median of rounds "
+          f"timed).{extra} **Before / after wall time: x{results['before_over_after']['median']:.2f}** (median of rounds "
           f"{', '.join(f'{x:.2f}' for x in ratios)}; goal >= 1.5).\n\n"
           + common.md_table(["side", "commit", "round", "matrix wall s", "source runs s", "adaptation runs s",
                              "baseline runs s", "learned", "mean test CER %", "load avg after"], rows))

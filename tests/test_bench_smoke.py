@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from xlingual.runspec import SPEC_FILE
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` lives beside the package, not in it
 
 from bench import (common, contention, decode_speed, flops, optimizations, peer_espnet, scaling,  # noqa: E402

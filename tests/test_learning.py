@@ -25,11 +25,11 @@ MODEL = ModelConfig(preset="tiny", d_model=64, n_heads=2, ffn_dim=128, n_layers=
 FEATS = FeatureConfig(n_mels=40)
 
 
-def _asr_spec(corpus, epochs=40) -> RunSpec:
+def _asr_spec(corpus, epochs=40, cpu_bf16=False) -> RunSpec:
     return RunSpec(kind="scratch", languages=["tr"], corpus=CorpusConfig(kind="manifests", dir=str(corpus)),
                    features=FEATS, model=MODEL,
                    train=TrainConfig(epochs=epochs, max_batch_seconds=6, lr=5e-3, warmup_steps=20, threads=1,
-                                     checkpoint_every_steps=0, progress=False, device="cpu"))
+                                     checkpoint_every_steps=0, progress=False, device="cpu", cpu_bf16=cpu_bf16))
 
 
 def _shuffle_texts(utts, seed=0) -> None:
@@ -64,6 +64,14 @@ def test_asr_learns_far_below_chance_on_new_voices(asr_runs):
     real, _, chance, _ = asr_runs
     assert chance > 60  # the constant hypothesis gets most characters wrong: the test is not trivial
     assert real["learned"] and real["test"]["cer"] < chance / 3, (real["test"], chance)
+
+
+def test_asr_learns_with_cpu_bf16_autocast(asr_runs, learning_corpus):
+    """train.cpu_bf16 (the forward pass in bf16 on CPU) must learn as float32 does: the same run, the same bar."""
+    real, _, chance, out = asr_runs
+    bf16 = execute(_asr_spec(learning_corpus, cpu_bf16=True), out / "bf16")
+    assert bf16["key"] != real["key"]  # a different computation, so a different run
+    assert bf16["learned"] and bf16["test"]["cer"] < chance / 3, (bf16["test"], real["test"], chance)
 
 
 def test_asr_with_shuffled_transcripts_stays_near_chance(asr_runs):

@@ -55,6 +55,21 @@ def test_training_is_deterministic_and_logged(tiny, tmp_path):
     assert len((tmp_path / "a" / "train_log.jsonl").read_text().splitlines()) == 2
 
 
+def test_cpu_bf16_runs_the_forward_in_bf16_and_keeps_float32_weights(tiny, tmp_path, monkeypatch):
+    seen = []
+    linear = torch.nn.Linear.forward
+    monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: seen.append(linear(self, x).dtype) or
+                        linear(self, x))
+    m16, h16 = run(tiny, tmp_path / "bf16", cpu_bf16=True)
+    assert torch.bfloat16 in seen and all(p.dtype == torch.float32 for p in m16.parameters())
+    seen.clear()
+    m32, h32 = run(tiny, tmp_path / "fp32")
+    assert torch.bfloat16 not in seen
+    # the same computation rounded differently: close to float32's loss, not equal to it
+    assert h16[0]["train_loss"] == pytest.approx(h32[0]["train_loss"], rel=0.02)
+    assert h16[0]["train_loss"] != h32[0]["train_loss"]
+
+
 @pytest.mark.parametrize("eval_from, epochs, evaluated", [
     (0.0, 4, [1, 2, 3, 4]), (0.5, 4, [3, 4]), (0.5, 25, list(range(13, 26))), (0.9, 4, [4]), (0.99, 1, [1])])
 def test_dev_passes_start_at_eval_from_and_always_include_the_last_epoch(eval_from, epochs, evaluated):

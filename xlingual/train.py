@@ -16,6 +16,7 @@ others wait for it. Not launched so, nothing below differs from a plain single-p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -136,6 +137,14 @@ def _window(feats: torch.Tensor, crop: int, generator: torch.Generator | None) -
     return feats[start:start + crop]
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def compute_loss(model, batch: dict, device: torch.device) -> torch.Tensor:
     """Mean loss per utterance: CTC for ASR batches, frame-level cross-entropy for LID batches.
 
@@ -144,7 +153,8 @@ def compute_loss(model, batch: dict, device: torch.device) -> torch.Tensor:
     to the padded length and int32 targets on the CPU, which padded batches do not meet).
     """
     feats, lens = batch["feats"].to(device, non_blocking=True), batch["feat_lens"].to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    # on CPU no autocast of its own: a CPU autocast around the call (fit's train.cpu_bf16) stays in force
+    with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext():
         logits, out_lens = model(feats, lens)
     return loss_from_logits(logits, out_lens, batch)
 
@@ -228,6 +238,10 @@ class _Run:
         distributed.barrier(self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.threads or distributed.cpu_threads())
+        self.cpu_bf16 = cfg.cpu_bf16 and self.device.type == "cpu"
+        if self.cpu_bf16 and self.main and not cpu_has_bf16():
+            print(f"[{out_dir.name}] warning: train.cpu_bf16 on a CPU without bf16 matrix units (AMX or AVX512-BF16): "
+                  "bf16 is emulated there and trains slower than float32", file=sys.stderr, flush=True)
         model.to(self.device)
         groups = param_groups or [{"params": list(model.parameters()), "lr": cfg.lr, "name": "all"}]
         for g in groups:
@@ -303,7 +317,8 @@ class _Run:
         factor = lr_factor(state["step"], self.total_steps, cfg)
         for g in self.opt.param_groups:
             g["lr"] = g["base_lr"] * factor
-        loss = self.loss(self.net, batch, self.device)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16):
+            loss = self.loss(self.net, batch, self.device)
         finite = bool(torch.isfinite(loss))
         step_sum, step_n = loss.item() * self.n_utts, self.n_utts
         if self.world > 1:
@@ -363,15 +378,13 @@ class _Run:
             record = distributed.broadcast_object(record, self.device)  # the others wait while rank 0 evaluates
         state["history"].append(record)  # one record per epoch (evaluated or not): history[e - 1] is epoch e
         value = record.get(metric)  # None for an epoch without a dev pass: no candidate for best.pt, no bad epoch
-        if not evaluated:
-            pass
-        elif state["best"] is None or (value < state["best"] if mode == "min" else value > state["best"]):
+        if evaluated and (state["best"] is None or (value < state["best"] if mode == "min" else value > state["best"])):
             _check_finite(self.model, self.out_dir)
             state["best"], state["best_epoch"], state["bad_epochs"] = value, state["epoch"] + 1, 0
             if self.main:
                 save_checkpoint(self.out_dir / "best.pt", {"model": self.model.state_dict(), "meta": self.meta,
                                                            "epoch": state["epoch"] + 1, metric: value})
-        else:
+        elif evaluated:
             state["bad_epochs"] += 1
         state["epoch"], state["batch"], state["epoch_acc"] = state["epoch"] + 1, 0, [0.0, 0, 0, 0]
         state["seconds"] += time.time() - t0
