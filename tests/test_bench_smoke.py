@@ -298,6 +298,22 @@ def test_contention_runs_idle_then_loaded_and_reports_the_ratio(out, monkeypatch
     assert contention.settle(0, 60) < 1  # nothing to wait for
 
 
+def test_cpu_bf16_times_both_precisions_in_their_own_processes(out):
+    """bench.cpu_bf16 --quick: a real fit() per precision, in child processes that use the parent's work folder."""
+    from bench import cpu_bf16
+
+    res = cpu_bf16.main(["--quick", "--out", str(out)])
+    (setting,) = res["settings"].values()
+    for prec in ("fp32", "bf16"):
+        (run,) = setting["runs"][prec]
+        assert len(run["audio_sec_per_sec"]) == 2 and all(x > 0 for x in run["audio_sec_per_sec"])
+    loss32, loss16 = setting["first_loss"]["fp32"][0], setting["first_loss"]["bf16"][0]
+    assert loss16 != loss32 and loss16 == pytest.approx(loss32, rel=0.02)  # bf16 was on, and only rounds
+    assert (common.WORK_DIR / "synthetic").is_dir()  # the children's corpus went to the test's work folder
+    assert "bf16 / fp32, later" in (out / "cpu_bf16.md").read_text()
+    assert written(out, "cpu_bf16")["cpu_has_bf16"] in (True, False)
+
+
 def test_matrix_speed_runs_each_commits_tree(out):
     """bench.matrix_speed --quick: HEAD's tree (git archive) against itself on a 1 x 1 slice, real matrix runs."""
     from bench import matrix_speed

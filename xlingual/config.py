@@ -109,9 +109,10 @@ class TrainConfig:
     checkpoint_every_steps: int = 200  # save a resumable checkpoint this often (and at every epoch end)
     max_nonfinite: int = 20  # consecutive non-finite losses before the run stops (its last good checkpoint kept)
     cpu_bf16: bool = False  # on CPU, the training forward pass under bf16 autocast (the loss and the weights stay
-    #   float32). For CPUs with bf16 matrix units (Intel AMX / AVX512-BF16): 1.4-1.5x faster training steps from
-    #   the second epoch on (bench/train_throughput.py); on other CPUs it is slower. A result differs from the
-    #   float32 one by rounding (compare at several seeds), so it is part of the run key. CUDA always uses bf16.
+    #   float32). Only for CPUs with bf16 matrix units (Intel AMX / AVX512-BF16; emulated, hence slower, elsewhere)
+    #   and models with large matrices: on an AMX Xeon 1.32x (tiny preset) and 1.63x (small) faster epochs after
+    #   the first, but 0.60x for the benchmark's 64-d model on one thread (results/bench/cpu_bf16/). It rounds
+    #   differently, so it is part of the run key. CUDA runs always use bf16 autocast.
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu" or "cuda"
     threads: int = 0  # torch CPU threads; 0 = all cores
     progress: bool = True  # show a progress bar
