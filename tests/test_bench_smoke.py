@@ -310,6 +310,8 @@ def test_cpu_bf16_times_both_precisions_in_their_own_processes(out):
     loss32, loss16 = setting["first_loss"]["fp32"][0], setting["first_loss"]["bf16"][0]
     assert loss16 != loss32 and loss16 == pytest.approx(loss32, rel=0.02)  # bf16 was on, and only rounds
     assert (common.WORK_DIR / "synthetic").is_dir()  # the children's corpus went to the test's work folder
+    assert setting["gflop_per_audio_second"] > 0 and setting["fp32_peak_gflops"] > 0
+    assert all(0 < u < 5 for u in setting["utilization_later"].values())
     assert "bf16 / fp32, later" in (out / "cpu_bf16.md").read_text()
     assert written(out, "cpu_bf16")["cpu_has_bf16"] in (True, False)
 
