@@ -12,10 +12,12 @@ install and its time are logged there), then trains the two toolkits one after t
   training  the same number of epochs (--epochs, default 15); best epoch chosen by dev CER in both
   scoring   both decoded greedily (best-path CTC), both scored here by one scorer (jiwer WER/CER) against the same
             reference texts (the manifests' transcripts)
-  xlingual  twice: one process of --threads threads (as ESPnet), and "xlingual-ddp", the same recipe trained by
-            --threads data-parallel processes of one thread each (torchrun; each with 1/N of the batch audio, so an
-            update sees the same audio): on a model this small intra-op threads share little work per operator,
-            and data-parallel processes may use the cores better; this row measures whether they do
+  xlingual  three times: one process of --threads threads (as ESPnet); "xlingual-ddp", the same recipe trained
+            by --threads data-parallel processes of one thread each (torchrun; each with 1/N of the batch audio, so
+            an update sees the same audio): on a model this small intra-op threads share little work per operator,
+            and data-parallel processes may use the cores better; this row measures whether they do; and
+            "xlingual-bf16", one process with train.cpu_bf16 (the forward pass under CPU bf16 autocast: for CPUs
+            with AMX / AVX512-BF16 units; ESPnet2 has no CPU mixed precision to set against it)
 
 Reported per toolkit: training wall time (the training process: ESPnet's asr_train; xlingual's recipe stages 0-1,
 which include its feature caching: ESPnet computes its features inside training), training audio-s/s (train audio
@@ -52,9 +54,11 @@ from bench import common
 
 NAME = "peer_espnet"
 ASSETS = Path(__file__).resolve().with_suffix("")  # bench/peer_espnet/: the two configs and the venv-side scripts
-TOOLKITS = ("espnet", "xlingual", "xlingual-ddp")  # xlingual-ddp: the same recipe as data-parallel ranks
-#   (torchrun, one rank per thread, each 1 thread): intra-op threads gain little on a model this small, ranks split
-#   the batches instead
+TOOLKITS = ("espnet", "xlingual", "xlingual-ddp", "xlingual-bf16")  # xlingual-ddp: the same recipe as data-parallel
+#   ranks (torchrun, one rank per thread, each 1 thread): intra-op threads gain little on a model this small, ranks
+#   split the batches instead. xlingual-bf16: the same recipe with train.cpu_bf16 (CPU bf16 autocast; pays off on
+#   CPUs with AMX / AVX512-BF16 only)
+EXTRA_SETS = {"xlingual-bf16": ["train.cpu_bf16=true"]}  # a variant's recipe overrides
 FULL = {"language": "bn", "hours": 1.0, "dev_hours": 0.05, "test_hours": 0.1, "epochs": 15}
 QUICK = {"hours": 0.02, "dev_hours": 0.01, "test_hours": 0.01, "epochs": 1}
 # What the ESPnet venv installs. torch: the CPU build (2.13.0+cpu; pip must find it, e.g. in a find-links folder);
@@ -423,7 +427,7 @@ def run_espnet(venv: Path, kaldi: Path, work: Path, refs: dict[str, str], id_map
 
 
 def run_xlingual(manifests: Path, language: str, work: Path, refs: dict[str, str], epochs: int, threads: int,
-                 env: dict, ranks: int = 1) -> dict:
+                 env: dict, ranks: int = 1, extra_sets: list[str] = ()) -> dict:
     """xlingual's recipe on the same manifests: stages 0-1 (check, features, training; measured), then stage 2
     (decode dev and test with best.pt and last.pt); scored here like ESPnet.
 
@@ -436,7 +440,8 @@ def run_xlingual(manifests: Path, language: str, work: Path, refs: dict[str, str
 
     run = work / "run"
     args = ["recipe", ASSETS / "xlingual.yaml", "--set", f"language={language}", "--set", f"corpus.dir={manifests}",
-            "--set", f"out_dir={run}", "--set", f"train.epochs={epochs}", "--set", "decode_last=true"]
+            "--set", f"out_dir={run}", "--set", f"train.epochs={epochs}", "--set", "decode_last=true",
+            *[a for x in extra_sets for a in ("--set", x)]]
     cmd = [sys.executable, "-m", "xlingual.cli", *args, "--set", f"train.threads={threads}"]
     print(f"xlingual ({ranks} process{'es' if ranks > 1 else ''}): features and training {epochs} epochs (log "
           f"{work / 'logs' / 'train.log'}) ...", flush=True)
@@ -625,7 +630,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help=f"training epochs of both (default {FULL['epochs']})")
     p.add_argument("--threads", type=int, default=0, help="threads of both toolkits (0: all cores)")
     p.add_argument("--toolkits", nargs="+", default=list(TOOLKITS), choices=TOOLKITS,
-                   help="which to run, in this order (default: espnet, xlingual, then xlingual-ddp)")
+                   help="which to run, in this order (default: espnet, xlingual, xlingual-ddp, then xlingual-bf16)")
     p.add_argument("--venv", default=None, help="the ESPnet venv: built there once, then reused "
                                                 "(default exp/bench/espnet_venv)")
     p.add_argument("--torch-spec", default=TORCH_SPEC, help="the torch requirement the ESPnet venv installs (a CPU "
@@ -680,7 +685,7 @@ def main(argv=None) -> dict:
                            {k: v for d in kaldi.values() for k, v in d["id_map"].items()}, args.epochs, env)
         else:
             r = run_xlingual(manifests, args.language, work / name, refs, args.epochs, args.threads, env,
-                             ranks=args.threads if name == "xlingual-ddp" else 1)
+                             ranks=args.threads if name == "xlingual-ddp" else 1, extra_sets=EXTRA_SETS.get(name, []))
         results["toolkits"][name] = r
         print(f"{name}: {r['train']['wall_s']:.0f} s training, {throughput(r, train_audio):.1f} audio-s/s, peak RSS "
               f"{r['train']['peak_rss_mb']:.0f} MiB, {r['params']:,} params, test CER {r['test']['best']['cer']:.2f}% "

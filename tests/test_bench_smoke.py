@@ -260,12 +260,18 @@ def test_peer_espnet_sizes(argv, full, hours, epochs):
 def test_peer_espnet_xlingual_side(corpus, out):
     """The xlingual half end to end (its manifests, Kaldi dirs, training child, decoding, scoring, result files),
     with ESPnet left out."""
-    r = peer_espnet.main(["--toolkits", "xlingual", "--language", "tr", "--hours", "0.004", "--dev-hours", "0.001",
+    r = peer_espnet.main(["--toolkits", "xlingual", "xlingual-bf16", "--language", "tr", "--hours", "0.004",
+                          "--dev-hours", "0.001",
                           "--test-hours", "0.001", "--epochs", "1", "--threads", "1", "--corpus", str(corpus),
                           "--out", str(out)])
     x = written(out, "peer_espnet")["toolkits"]["xlingual"]
     assert x["epochs"] == 1 and x["params"] > 0 and x["train"]["peak_rss_mb"] > 0 and x["own_refs_match"]
     assert 0 <= x["test"]["best"]["cer"] and x["test"]["best"]["missing_hyps"] == 0
+    configs = {n: [p for p in (common.WORK_DIR / "peer_espnet_small" / n / "run").rglob("*.y*ml")]
+               for n in ("xlingual", "xlingual-bf16")}
+    bf16 = {n: any("cpu_bf16: true" in p.read_text() for p in ps) for n, ps in configs.items()}
+    assert bf16 == {"xlingual": False, "xlingual-bf16": True}, configs  # the variant's override reached its run
+    assert "xlingual-bf16" in written(out, "peer_espnet")["toolkits"]
     kaldi = common.WORK_DIR / "peer_espnet_small" / "kaldi" / "test"
     assert len((kaldi / "wav.scp").read_text().splitlines()) == r["setup"]["utterances"]["test"]
 

@@ -110,8 +110,8 @@ class TrainConfig:
     max_nonfinite: int = 20  # consecutive non-finite losses before the run stops (its last good checkpoint kept)
     cpu_bf16: bool = False  # on CPU, the training forward pass under bf16 autocast (the loss and the weights stay
     #   float32). Only for CPUs with bf16 matrix units (Intel AMX / AVX512-BF16; emulated, hence slower, elsewhere)
-    #   and models with large matrices: on an AMX Xeon 1.32x (tiny preset) and 1.63x (small) faster epochs after
-    #   the first, but 0.60x for the benchmark's 64-d model on one thread (results/bench/cpu_bf16/). It rounds
+    #   and models with large matrices: on an AMX Xeon 1.34x (tiny preset) and 1.67x (small) faster epochs after
+    #   the first, but 0.61x for the benchmark's 64-d model on one thread (results/bench/cpu_bf16/). It rounds
     #   differently, so it is part of the run key. CUDA runs always use bf16 autocast.
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu" or "cuda"
     threads: int = 0  # torch CPU threads; 0 = all cores
