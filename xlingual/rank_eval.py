@@ -5,8 +5,9 @@ learn are left out, and per-utterance errors give each target's sources within n
 noise_ties) or from a CSV (no noise information: only equal values tie).
 
 Settings: "in_set" (an LID trained on the target too; its own column excluded: the reference's setting),
-"loo" (every predictor built without the target: the real use, a new language), "baselines" (predictors that never
-train on speech). Each predictor gets top-1, regret, pooled Spearman, NDCG@k, permutation p-values against random
+"loo" (every predictor built without the target: the real use, a new language), "loo+prior" (each loo predictor
+blended with the sources' transfer record on the matrix's other targets: transfer_prior.py), "baselines" (predictors
+that never train on speech, the transfer record alone among them). Each predictor gets top-1, regret, pooled Spearman, NDCG@k, permutation p-values against random
 ranking, the random expectations, and a paired comparison with the best baseline. Outputs in out_dir:
 ranking_eval.{json,md}, ranking_<setting>_<predictor>.csv, oracle.json, lid_scores.* (in-set), loo_scores.json.
 """
@@ -30,6 +31,7 @@ from .predictors import (INVENTORY_METRICS, TYPOLOGY_SETS, combine, inventory_sc
                          train_loo_phone_recognizers, typology_available, typology_scores)
 from .rank_metrics import evaluate_ranking, noise_ties, paired_comparison, permutation_test, read_wer_matrix
 from .runspec import prepare_corpus
+from .transfer_prior import prior_scores, with_prior
 
 COMBINED = ("lid_frame", "embedding", "phonotactic")  # the parts of the combined predictor (loo)
 
@@ -302,6 +304,7 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
 def _finish(oracle: dict, out: Path, scores: dict, info: dict, k: int, n_perm: int) -> dict:
     """Evaluate the scores (setting -> predictor -> target -> source -> score) against the oracle; write the files."""
     errors, tied = oracle["errors"], {t: set(v) for t, v in oracle.get("tied", {}).items()}
+    _add_transfer_prior(scores, errors, tied, k, info)
     evaluations = {setting: {name: _evaluate(sc, errors, tied, k, n_perm) for name, sc in preds.items() if sc}
                    for setting, preds in scores.items()}
     evaluations = {s: v for s, v in evaluations.items() if v}
@@ -322,6 +325,34 @@ def _finish(oracle: dict, out: Path, scores: dict, info: dict, k: int, n_perm: i
     for (setting, name), ev in _each(results):
         write_text(out / f"ranking_{setting}_{name}.csv", _rows_csv(ev, k, oracle["metric"]))
     return results
+
+
+def _add_transfer_prior(scores: dict, errors: dict, tied: dict, k: int, info: dict) -> None:
+    """The predictors that read the matrix's other targets (transfer_prior.py), both leave-one-out: the transfer
+    record alone (baselines/transfer_prior) and every leave-one-out predictor blended with it ("loo+prior"; the
+    weights fitted per target go to info["prior_weights"]). Recomputed whenever scores are evaluated (saved ones of
+    these two kinds are replaced), since they depend on the oracle. With fewer than 3 measured targets there is
+    nothing to fit on."""
+    scores.pop("loo+prior", None)
+    scores.get("baselines", {}).pop("transfer_prior", None)
+    if len(errors) < 3:
+        return
+    alone = prior_scores(errors)
+    if not alone:  # too few languages for a record without the target (e.g. 3: one source left per row)
+        return
+    scores.setdefault("baselines", {})["transfer_prior"] = alone
+    blended, weights = {}, {}
+    for name, sc in scores.get("loo", {}).items():
+        fitted, w = with_prior(sc, errors, tied, k) if sc else ({}, {})
+        if fitted:
+            blended[name], weights[name] = fitted, w
+    if blended:
+        scores["loo+prior"] = blended
+        info["prior_weights"] = weights
+        order = ["in_set", "loo", "loo+prior", "baselines"]  # the blend's rows beside the ones it starts from
+        ordered = sorted(scores.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+        scores.clear()
+        scores.update(ordered)
 
 
 def _candidates(oracle: dict) -> tuple[list[str], list[str]]:
@@ -481,7 +512,9 @@ def evaluation_markdown(results: dict) -> str:
              f"rankings (scores shuffled within each target) at least as good. vs best baseline: mean regret "
              f"difference (negative = better) and its one-sided sign-flip p over the same targets. Settings: "
              f"`in_set` (LID trained on the target too, its own column excluded), `loo` (built without the target: "
-             f"the real use), `baselines` (no speech).", "",
+             f"the real use), `loo+prior` (each `loo` predictor blended with the sources' transfer record on the "
+             f"matrix's other targets, its weight fitted on those targets: transfer_prior.py), `baselines` (no "
+             f"speech; `transfer_prior`: the transfer record alone).", "",
              f"| setting | predictor | targets | top-1 | top-1, unique best | random top-1 | p | mean regret | "
              f"random regret | p | Spearman | p | NDCG@{k} | p | vs best baseline |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -495,6 +528,7 @@ def evaluation_markdown(results: dict) -> str:
                      f"{_fmt(s['random_top1_hits'], 2)} | {_p(ev, 'top1_hits')} | {_fmt(s['mean_regret'], 2)} | "
                      f"{_fmt(s['random_regret'], 2)} | {_p(ev, 'mean_regret')} | {_fmt(s['spearman'])} | "
                      f"{_p(ev, 'spearman')} | {_fmt(s[f'ndcg@{k}'])} | {_p(ev, f'ndcg@{k}')} | {vs_txt} |")
+    lines += _weight_lines(results.get("prior_weights"))
     lines += _pool_lines(o.get("pools", {}), m)
     for (setting, name), ev in _each(results):
         lines += ["", f"### {setting} / {name}", "",
@@ -511,6 +545,16 @@ def evaluation_markdown(results: dict) -> str:
     if results["notes"]:
         lines += ["", "Notes: " + "; ".join(results["notes"])]
     return "\n".join(lines) + "\n"
+
+
+def _weight_lines(weights: dict | None) -> list[str]:
+    """The transfer prior's weights fitted for each held-out target (markdown), if any predictor was blended."""
+    if not weights:
+        return []
+    parts = [f"{name} {min(w.values()):.1f}-{max(w.values()):.1f} (median {statistics.median(w.values()):.2f})"
+             for name, w in weights.items() if w]
+    return ["", "`loo+prior`: the weight of the transfer record (0 = the similarity alone, 1 = the record alone), "
+            "fitted on the other targets for each held-out one: " + "; ".join(parts) + "."]
 
 
 def _pool_lines(pools: dict, m: str) -> list[str]:
