@@ -318,7 +318,7 @@ def test_rank_sources_orders_by_average_posterior_and_excludes_self(lid_run):
     assert sum(v for _, v in with_self.ranking) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_rank_query_shows_its_evidence(lid_run, capsys):
+def test_rank_query_shows_its_evidence(lid_run, tmp_path, capsys):
     """The margin between the first two sources with a 95% interval over resampled target utterances, how often
     the first stays first, a warning below a minute of speech, and the measured answer where an oracle has one."""
     _, best, corpus = lid_run
@@ -331,7 +331,19 @@ def test_rank_query_shows_its_evidence(lid_run, capsys):
     assert lo <= res.margin <= hi and 0.0 <= res.stability <= 1.0
     assert res.warnings and "only" in res.warnings[0] and "s of speech" in res.warnings[0]
     assert res.measured["best"] == "tr" and res.measured["tied"] == ["th", "tr"]
+    assert res.record is None  # bn's own row is all this oracle has: no record of other targets
     assert rank_query(best, target).measured is None  # no oracle: nothing measured to show
+    # the sources' transfer record on the oracle's other targets, bn left out as a target and as a source
+    wide = {"metric": "cer", "tied": {},
+            "errors": {"bn": {"tr": 99.0, "th": 1.0}, "tr": {"bn": 1.0, "th": 30.0, "ne": 20.0},
+                       "th": {"bn": 1.0, "tr": 40.0, "ne": 45.0}, "ne": {"bn": 1.0, "tr": 20.0, "th": 30.0}}}
+    # rows without bn: tr (ne > th), th (tr > ne), ne (tr > th): tr is best twice, th worst twice
+    assert rank_query(best, target, oracle=wide).record == {"tr": 1.0, "th": 0.0}
+    oracle_file = tmp_path / "oracle.json"
+    oracle_file.write_text(json.dumps(wide))
+    assert main(["rank", "--lid", str(best), "--target", str(target), "--oracle", str(oracle_file)]) == 0
+    out = capsys.readouterr().out
+    assert "record: how the source served the other targets of" in out and "record 1.00" in out
     assert main(["rank", "--lid", str(best), "--target", str(target)]) == 0
     out, err = capsys.readouterr()
     # what the score is, which way is better, and why the shown scores do not sum to 1 (issue 14)

@@ -76,8 +76,12 @@ def _rank(args) -> None:
     print(f"sources for {res.target} (language {res.language or 'unknown'}; {res.n_utterances} utterances, "
           f"{res.hours * 60:.1f} min; {res.seconds:.1f} s)")
     print(f"score: the {what}; higher = predicted better pre-training source")
+    if res.record:
+        print(f"record: how the source served the other targets of {args.oracle} (mean normalized rank, 1 = their "
+              "best source); it orders sources well, but does not pick the best among relatives")
     for i, (lang, score) in enumerate(res.ranking, 1):
-        print(f"{i:3d}. {lang:<8s} {score:.4f}")
+        rec = res.record.get(lang) if res.record else None
+        print(f"{i:3d}. {lang:<8s} {score:.4f}" + (f"   record {rec:.2f}" if rec is not None else ""))
     if res.excluded:
         print(f"(excluded: {', '.join(res.excluded)}, the target's own language; the scores no longer sum to 1)")
     if len(res.ranking) >= 2:

@@ -4,8 +4,9 @@
 the LID's languages by their average posterior (the reference method), excluding the target's own language. It
 shows its evidence: how sure it is (the margin between the first two sources, with a 95% interval and the share of
 resamples of the target's utterances that keep the same first source), a warning below MIN_QUERY_SECONDS of
-speech, and, where a benchmark has measured the target language (an oracle.json of `xlingual rank-eval`), the
-measured best source(s) beside the prediction.
+speech, and, given a benchmark's oracle.json (`xlingual rank-eval`): the measured best source(s) where it measured
+the target language, and each source's transfer record there (how it served the benchmark's other targets:
+transfer_prior.py; it orders sources well but does not pick the best among relatives).
 Evaluating predictors against a WER matrix: rank_eval.py; the predictors: predictors.py; the metrics: rank_metrics.py.
 """
 
@@ -43,6 +44,8 @@ class RankResult:
     stability: float = float("nan")  # share of resamples whose first source is the same
     warnings: list[str] = field(default_factory=list)  # e.g. too little speech
     measured: dict | None = None  # the benchmark's answer for this language: {"best", "tied", "metric", "errors"}
+    record: dict[str, float] | None = None  # source -> its transfer record in the oracle's matrix (1 = best source
+    #   of every other target, 0 = worst), the target language left out; None without an oracle
 
     def to_dict(self) -> dict:
         return {"target": self.target, "language": self.language, "level": self.level,
@@ -51,6 +54,7 @@ class RankResult:
                 "excluded": self.excluded, "n_utterances": self.n_utterances, "hours": round(self.hours, 4),
                 "margin": round(self.margin, 6), "margin_interval": [round(x, 6) for x in self.margin_interval],
                 "stability": round(self.stability, 4), "warnings": self.warnings, "measured": self.measured,
+                "record": None if self.record is None else {k: round(v, 4) for k, v in self.record.items()},
                 "seconds": round(self.seconds, 2)}
 
 
@@ -142,6 +146,7 @@ def rank_query(lid_ckpt: str | Path, target: str | Path | list[Utterance], exclu
         res.warnings.append(f"the LID {lid_ckpt} did not learn (its results.json: dev accuracy not clearly above "
                             "chance): this ranking is no evidence; train it longer or on more speech")
     res.measured = measured_answer(oracle, lang)
+    res.record = transfer_record(oracle, lang, [s for s, _ in ranking])
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -170,6 +175,19 @@ def measured_answer(oracle: str | Path | dict | None, language: str | None) -> d
     best = min(errors, key=errors.get)
     return {"metric": o.get("metric", "wer"), "best": best, "tied": o.get("tied", {}).get(language, [best]),
             "errors": errors, "source": str(oracle) if not isinstance(oracle, dict) else o.get("matrix_dir")}
+
+
+def transfer_record(oracle: str | Path | dict | None, language: str | None,
+                    sources: list[str]) -> dict[str, float] | None:
+    """Each of `sources`' transfer record in the oracle's matrix (transfer_prior.transfer_prior), with `language`
+    left out as a target and as a source (as for a new language); None without an oracle or any recorded source."""
+    o = read_json(oracle) if oracle is not None and not isinstance(oracle, dict) else oracle
+    if not o or not o.get("errors"):
+        return None
+    from .transfer_prior import transfer_prior
+
+    record = transfer_prior(o["errors"], {language} if language else set())
+    return {s: record[s] for s in sources if s in record} or None
 
 
 def rank_sources(lid_ckpt: str | Path, target: str | Path | list[Utterance], exclude_self: bool = True,
