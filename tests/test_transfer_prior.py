@@ -86,7 +86,8 @@ def test_rank_eval_adds_the_record_and_the_blends_and_rescoring_replaces_them(tm
     assert set(first["evaluations"]["baselines"]) == {"transfer_prior"}
     assert set(first["prior_weights"]["sim"]) == set(LANGS)
     md = (tmp_path / "e1" / "ranking_eval.md").read_text()
-    assert "| loo+prior | sim | 8 |" in md and "| baselines | transfer_prior | 8 |" in md and "`loo+prior`: the weight" in md
+    assert "| loo+prior | sim | 8 |" in md and "| baselines | transfer_prior | 8 |" in md
+    assert "`loo+prior`: the weight" in md
     # re-scored from the saved file: the same numbers, each derived row once (recomputed, not read back)
     again = run_rank_eval(oracle, tmp_path / "e2", None, n_perm=200, saved=tmp_path / "e1")
     assert list(again["evaluations"]) == ["loo", "loo+prior", "baselines"]

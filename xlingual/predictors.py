@@ -28,6 +28,7 @@ from .corpus import Utterance
 from .lid import LIDOutputs, average_scores, load_lid, posteriors_for
 from .recipe import phone_recognizer_spec, train_lid
 from .lid_scores import ScoreMatrix, matrix_from_outputs
+from .transfer_prior import normalized_ranks
 
 INVENTORY_KINDS = ("char", "ipa")
 
@@ -229,15 +230,13 @@ def combine(predictors: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     """The mean of the predictors' within-target normalized ranks (best source 1, worst 0): a fixed rule with
     nothing fitted, so it is leave-one-out whenever its parts are. A target or source missing from any part is
     left out."""
-    from scipy.stats import rankdata
-
     out = {}
     for t in set.intersection(*(set(p) for p in predictors)) if predictors else ():
         sources = sorted(set.intersection(*(set(p[t]) for p in predictors)))
         if len(sources) < 2:
             continue
-        ranks = [(rankdata([p[t][s] for s in sources]) - 1) / (len(sources) - 1) for p in predictors]
-        out[t] = dict(zip(sources, map(float, np.mean(ranks, axis=0))))
+        ranks = [normalized_ranks({s: p[t][s] for s in sources}) for p in predictors]
+        out[t] = {s: float(np.mean([r[s] for r in ranks])) for s in sources}
     return out
 
 

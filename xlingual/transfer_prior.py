@@ -75,10 +75,12 @@ def fit_weight(similarity: dict[str, dict[str, float]], errors: dict[str, dict[s
     """The grid weight with the best mean NDCG@k over the targets other than `held_out`, the held-out language left
     out of their candidates and priors too (ties in the objective: the smallest weight, i.e. the least prior)."""
     train = [u for u in similarity if u != held_out and u in errors]
+    # what does not depend on w, once: each training target's candidates and record without the held-out language
+    candidates = {u: {s: v for s, v in similarity[u].items() if s != held_out} for u in train}
+    priors = {u: transfer_prior(errors, {held_out, u}) for u in train}
     best_w, best = 0.0, -np.inf
     for w in WEIGHTS:
-        blended = {u: _blend({s: v for s, v in similarity[u].items() if s != held_out},
-                             transfer_prior(errors, {held_out, u}), w) for u in train}
+        blended = {u: _blend(candidates[u], priors[u], w) for u in train}
         value = evaluate_ranking(blended, {u: errors[u] for u in train}, k,
                                  {u: tied[u] for u in train if u in tied})["summary"][f"ndcg@{k}"]
         if value > best + 1e-12:
