@@ -9,7 +9,8 @@ Settings: "in_set" (an LID trained on the target too; its own column excluded: t
 blended with the sources' transfer record on the matrix's other targets: transfer_prior.py), "baselines" (predictors
 that never train on speech, the transfer record alone among them). Each predictor gets top-1, regret, pooled
 Spearman, NDCG@k, permutation p-values against random ranking, the random expectations, and a paired comparison
-with the best baseline. Outputs in out_dir: ranking_eval.{json,md}, ranking_<setting>_<predictor>.csv, oracle.json, lid_scores.* (in-set), loo_scores.json.
+with the best baseline. Outputs in out_dir: ranking_eval.{json,md}, ranking_<setting>_<predictor>.csv,
+oracle.json, lid_scores.* (in-set), loo_scores.json.
 """
 
 from __future__ import annotations
