@@ -252,6 +252,14 @@ def test_compare_control_reads_two_matrices_and_reports_their_agreement(tmp_path
     assert "12 cells" in text and "| main | 25.5 | 39.0 | 25.0 |" in text  # same family: bn-hi, tr-az pairs
     assert "| bn | hi (30.0) | hi (31.0) | yes / yes | 0.50 |" in text  # its far sources swapped: rho 0.5
     assert "| tr | az (20.0) | az (21.0) | yes / yes | 1.00 |" in text
+    assert "their difference per cell: mean +1.00, sd 1.28 CER points" in text  # 10 cells +1, one -2, one +4
+    # any two matrices (e.g. a re-run of the same one): named in every table and in the heading
+    assert compare_control.main([str(tmp_path / "main"), str(tmp_path / "control"), "--out", str(out), "--names",
+                                 "benchmark", "rerun", "--title", "A re-run vs the benchmark"]) == 0
+    text = out.read_text()
+    assert text.startswith("# A re-run vs the benchmark") and "34.5 (benchmark) vs 35.5 (rerun)" in text
+    assert "| benchmark | 25.5 | 39.0 | 25.0 |" in text and "| target | best source, benchmark (CER) | best " \
+        "source, rerun (CER) |" in text and "main" not in text.split("`")[2]
 
 
 def test_compare_control_pools_the_seed_noise_of_off_diagonal_cells(tmp_path):

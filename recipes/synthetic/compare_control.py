@@ -65,17 +65,20 @@ def seed_sd(folder: Path) -> tuple[int, float] | None:
     return (len(full), statistics.mean(statistics.variance(v) for v in full) ** 0.5) if full else None
 
 
-def compare(main: dict, control: dict, noise: dict | None = None) -> str:
+def compare(main: dict, control: dict, noise: dict | None = None,
+            names: tuple[str, str] = ("main", "control")) -> str:
     cells = sorted(k for k in main if k[0] != k[1] and k in control)
     if not cells:
         raise SystemExit("the two matrices share no off-diagonal cell")
     a, b = [main[k] for k in cells], [control[k] for k in cells]
+    d = [y - x for x, y in zip(a, b)]
     lines = [f"{len(cells)} cells (a target adapted from another single source) in both: Pearson "
-             f"{pearsonr(a, b)[0]:.3f}, Spearman {spearmanr(a, b)[0]:.3f}; mean CER {statistics.mean(a):.1f} (main) "
-             f"vs {statistics.mean(b):.1f} (control).", "",
+             f"{pearsonr(a, b)[0]:.3f}, Spearman {spearmanr(a, b)[0]:.3f}; mean CER {statistics.mean(a):.1f} ({names[0]}) "
+             f"vs {statistics.mean(b):.1f} ({names[1]}); their difference per cell: mean "
+             f"{statistics.mean(d):+.2f}, sd {statistics.stdev(d):.2f} CER points.", "",
              "| matrix | same-family sources | other-family sources | diagonal (the target itself) |",
              "|---|---|---|---|"]
-    for name, m in (("main", main), ("control", control)):
+    for name, m in zip(names, (main, control)):
         same = [m[k] for k in cells if FAMILIES[k[0]] == FAMILIES[k[1]]]
         other = [m[k] for k in cells if FAMILIES[k[0]] != FAMILIES[k[1]]]
         diag = [m[(t, t)] for t in FAMILIES if (t, t) in m]
@@ -85,8 +88,8 @@ def compare(main: dict, control: dict, noise: dict | None = None) -> str:
         if sd:
             lines.append(f"\nTraining noise, {name}: sd {sd[1]:.2f} CER points (an adaptation cell over seeds 0-2, "
                          f"sources retrained; pooled over {sd[0]} cells).")
-    lines += ["", "| target | best source, main (CER) | best source, control (CER) | same family as the target "
-              "(main / control) | Spearman of its sources |", "|---|---|---|---|---|"]
+    lines += ["", f"| target | best source, {names[0]} (CER) | best source, {names[1]} (CER) | same family as the "
+              f"target ({names[0]} / {names[1]}) | Spearman of its sources |", "|---|---|---|---|---|"]
     for t in FAMILIES:
         srcs = [s for s in FAMILIES if s != t and (t, s) in main and (t, s) in control]
         if len(srcs) < 2:
@@ -108,7 +111,7 @@ def read_rankings(path: Path) -> dict:
     return {f"{group}/{name}": e for group, preds in ev.items() for name, e in preds.items() if e.get("summary")}
 
 
-def compare_rankings(main: dict, control: dict) -> str:
+def compare_rankings(main: dict, control: dict, names: tuple[str, str] = ("main", "control")) -> str:
     """One row per predictor evaluated on both corpora: top-1, regret, Spearman, p, each beside random's."""
     def n(x: float) -> str:  # fractional hits (a predictor's own ties count by expectation) to one decimal
         return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
@@ -124,8 +127,8 @@ def compare_rankings(main: dict, control: dict) -> str:
     names = [n for n in main if n in control]
     if not names:
         raise SystemExit("the two rank-eval outputs share no predictor")
-    lines = ["| predictor | top-1, main | regret, main | Spearman, main | p (regret), main | top-1, control | "
-             "regret, control | Spearman, control | p (regret), control |", "|---|---|---|---|---|---|---|---|---|"]
+    head = [f"{col}, {name}" for name in names for col in ("top-1", "regret", "Spearman", "p (regret)")]
+    lines = ["| predictor | " + " | ".join(head) + " |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {n} | {cell(main[n])} | {cell(control[n])} |" for n in names]
     only = sorted(set(main) ^ set(control))
     if only:
@@ -141,16 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rankings", type=Path, nargs=2, metavar=("MAIN", "CONTROL"), action="append", default=[],
                    help="two rank-eval outputs (folder or ranking_eval.json): compare the predictors on both; "
                         "repeat for another pair (e.g. another noise view)")
+    p.add_argument("--names", nargs=2, default=["main", "control"], metavar=("FIRST", "SECOND"),
+                   help="what to call the two matrices in the tables (default: main control); e.g. `benchmark "
+                        "rerun` for a re-run of the same matrix")
+    p.add_argument("--title", default="The transfer matrix on the control corpus vs the main one",
+                   help="the heading of --out")
     args = p.parse_args(argv)
+    names = tuple(args.names)
     text = compare(read_matrix(args.main), read_matrix(args.control),
-                   {"main": seed_sd(args.main), "control": seed_sd(args.control)})
+                   {names[0]: seed_sd(args.main), names[1]: seed_sd(args.control)}, names)
     for main_eval, control_eval in args.rankings:
         text += (f"\n## The source rankings on both corpora: `{main_eval}` vs `{control_eval}`\n\n"
-                 + compare_rankings(read_rankings(main_eval), read_rankings(control_eval)))
+                 + compare_rankings(read_rankings(main_eval), read_rankings(control_eval), names))
     print(text, end="")
     if args.out:
         cmd = " ".join(["python recipes/synthetic/compare_control.py", *(argv if argv is not None else sys.argv[1:])])
-        args.out.write_text(f"# The transfer matrix on the control corpus vs the main one\n\n`{cmd}`\n\n{text}",
+        args.out.write_text(f"# {args.title}\n\n`{cmd}`\n\n{text}",
                             encoding="utf-8")
     return 0
 
