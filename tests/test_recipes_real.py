@@ -361,3 +361,61 @@ def test_benchmark_script_seeds_stage_runs_the_main_corpus_at_three_seeds():
     assert all(c[c.index("--scores-from") + 1] == "exp/y/ranking_loo6" for c in evals)  # the main corpus's scores
     assert commands[-1][-2:] == ["exp/benchmark_3seeds", "results/ranking_benchmark/benchmark_3seeds"]
 
+
+
+def _seed_runs(folder, cer):
+    """report/runs.csv of a matrix: cer {(target, source): [CER at seed 0, 1, 2]} (+ a diagonal and a pool run)."""
+    (folder / "report").mkdir(parents=True)
+    with open(folder / "report" / "runs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "kind", "language", "seed", "label", "test_cer", "learned"])
+        for (t, s), values in cer.items():
+            for seed, v in enumerate(values):
+                w.writerow([f"adapt/{s}-15min_to_{t}-3min/main/seed{seed}", "adapt", t, seed, "main", v, "True"])
+        w.writerow(["adapt/bn-15min_to_bn-3min/main/seed0", "adapt", "bn", 0, "main", 1.0, "True"])  # not a candidate
+        w.writerow(["adapt/as+hi-15min_to_bn-3min/main/seed0", "adapt", "bn", 0, "main", 1.0, "True"])  # a pool
+
+
+@pytest.mark.parametrize("cer, top1, regret", [
+    # hi is best at every seed: every held-out seed picks it
+    ({("bn", "hi"): [30, 31, 30], ("bn", "tr"): [40, 41, 42], ("bn", "as"): [35, 35, 36]}, 1.0, 0.0),
+    # seed 0 picks as (35 < 36) where seeds 1-2 say hi (30.5 < 35.5: regret 5); seeds 1 and 2 pick hi, rightly
+    ({("bn", "hi"): [36, 30, 31], ("bn", "as"): [35, 35, 36], ("bn", "tr"): [40, 41, 42]}, 2 / 3, 5 / 3),
+])
+def test_seed_agreement_scores_one_seed_against_the_mean_of_the_others(tmp_path, cer, top1, regret):
+    """recipes/synthetic/seed_agreement.py: leave-one-seed-out top-1 and regret of the matrix's own re-draws."""
+    sys.path.insert(0, str(REPO / "recipes" / "synthetic"))
+    import seed_agreement
+
+    _seed_runs(tmp_path / "m", cer)
+    cells = seed_agreement.read_cells(tmp_path / "m")
+    assert set(cells) == set(cer)  # the diagonal and the pool are left out
+    res = seed_agreement.agreement(cells, unique_best={"bn"})
+    assert res["mean"]["top1"] == pytest.approx(top1) and res["mean"]["mean_regret"] == pytest.approx(regret)
+    assert res["mean"]["top1_unique_best"] == pytest.approx(top1) and res["mean"]["random_top1"] == pytest.approx(1 / 3)
+    # a predictor that always names tr: never right, regret = tr's reference CER minus the best's
+    wrong = seed_agreement.agreement(cells, picks={"bn": "tr"})
+    assert wrong["mean"]["top1"] == 0 and wrong["mean"]["mean_regret"] > 4
+
+
+def test_seed_agreement_command_tables_the_matrix_beside_a_predictor(tmp_path):
+    sys.path.insert(0, str(REPO / "recipes" / "synthetic"))
+    import seed_agreement
+
+    _seed_runs(tmp_path / "m", {("bn", "hi"): [30, 31, 30], ("bn", "as"): [35, 35, 36]})
+    ev = {"oracle": {"unique_best": ["bn"]},
+          "evaluations": {"loo": {"lid_fused": {"targets": [{"target": "bn", "predicted": [["as", 0.9], ["hi", 0.1]]}]}}}}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "ranking_eval.json").write_text(json.dumps(ev))
+    out = tmp_path / "agree.md"
+    assert seed_agreement.main([str(tmp_path / "m"), "--rank-eval", str(tmp_path / "r"), "--predictor", "loo/lid_fused",
+                                "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| a re-drawn seed of the matrix | 1 (1..1) of 1 | 1 (1..1) of 1 | 0.00 (0.00..0.00) |" in text
+    assert "| loo/lid_fused | 0 (0..0) of 1 | 0 (0..0) of 1 |" in text
+    assert json.loads(out.with_suffix(".json").read_text())["loo/lid_fused"]["mean"]["top1"] == 0
+    with pytest.raises(SystemExit, match="no evaluation of loo/prlm"):
+        seed_agreement.main([str(tmp_path / "m"), "--rank-eval", str(tmp_path / "r"), "--predictor", "loo/prlm"])
+    _seed_runs(tmp_path / "one", {("bn", "hi"): [30], ("bn", "as"): [35]})
+    with pytest.raises(SystemExit, match="1 seed"):
+        seed_agreement.agreement(seed_agreement.read_cells(tmp_path / "one"))
