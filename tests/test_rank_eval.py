@@ -206,6 +206,37 @@ def test_saved_scores_are_rescored_against_a_new_matrix(tmp_path):
                       saved=tmp_path / "nowhere")
 
 
+def test_the_probe_adds_its_setting_to_fresh_and_saved_scores(tmp_path, monkeypatch):
+    """--probe MATRIX: the linear CTC probe's scores (probe.py; stubbed here, tested in test_probe.py) are evaluated
+    as the setting "probe", beside fresh baselines or saved scores, and kept for a later re-scoring."""
+    from xlingual import rank_eval
+    from xlingual.cli import main
+
+    seen = []
+
+    def fake_probe(matrix_dir, targets, sources, cfg):
+        seen.append((str(matrix_dir), sorted(targets), cfg.steps))
+        return {t: {s: -CER[(t, s)] for s in sources if s != t} for t in targets}  # the oracle's own order
+
+    monkeypatch.setattr(rank_eval, "probe_matrix", fake_probe)
+    fake_matrix(tmp_path / "m", THREE, cer_of)
+    write_tiny_corpus(tmp_path / "data", ("bn", "tr", "th"))
+    first = run_rank_eval(matrix_oracle(tmp_path / "m", "cer", n_boot=200, seed_floor="none"), tmp_path / "e1",
+                          tmp_path / "data", baselines=("ipa",), n_perm=200, probe=tmp_path / "m")
+    probe = first["evaluations"]["probe"]["linear_ctc"]
+    assert probe["summary"]["top1_hits"] == probe["summary"]["n_targets"] == 3 and probe["summary"]["mean_regret"] == 0
+    assert any(n.startswith("probe:") for n in first["notes"]) and "probe_s" in first["timings"]
+    # saved scores + the probe, from the CLI: both settings evaluated; re-scoring that output keeps the probe
+    assert main(["rank-eval", "--matrix", str(tmp_path / "m"), "--seed-floor", "none", "--n-perm", "200",
+                 "--scores-from", str(tmp_path / "e1"), "--probe", str(tmp_path / "m"), "--probe-steps", "7",
+                 "--out", str(tmp_path / "e2")]) in (0, None)
+    assert seen[-1] == (str(tmp_path / "m"), ["bn", "th", "tr"], 7)
+    again = run_rank_eval(matrix_oracle(tmp_path / "m", "cer", n_boot=200, seed_floor="none"), tmp_path / "e3",
+                          None, n_perm=200, saved=tmp_path / "e2")
+    assert set(again["evaluations"]) == {"baselines", "probe"} and len(seen) == 2  # not computed again
+    assert "`probe` (a linear CTC layer" in (tmp_path / "e3" / "ranking_eval.md").read_text()
+
+
 def test_the_models_corpus_is_prepared_before_its_speech_is_read(tmp_path, monkeypatch):
     """On a fresh machine with a restored matrix the corpus is not there yet: rank-eval runs the data step of its
     leave-one-out models first (it said 'manifest not found' before) and then reads the speech it generated."""

@@ -104,6 +104,7 @@ def _rank_eval(args) -> None:
 
     from .config import LIDConfig, PhonotacticConfig, load_config
     from .lid import load_lid
+    from .probe import ProbeConfig
     from .rank_eval import csv_oracle, matrix_oracle, run_rank_eval
 
     if bool(args.matrix) == bool(args.wer_matrix):
@@ -124,7 +125,8 @@ def _rank_eval(args) -> None:
     run_rank_eval(oracle, args.out, data_dir, split=args.split, lid_ckpt=args.lid, loo_cfg=loo, phone_cfg=phones,
                   baselines=baselines, k=args.k, n_perm=args.n_perm, level=args.level, max_hours=args.max_hours,
                   cache_dir=args.cache_dir, device=args.device, jobs=args.jobs, lid_from_phones=args.lid_from_phones,
-                  keep_unlearned=args.keep_unlearned, saved=args.scores_from)
+                  keep_unlearned=args.keep_unlearned, saved=args.scores_from, probe=args.probe,
+                  probe_cfg=ProbeConfig(steps=args.probe_steps))
     print((Path(args.out) / "ranking_eval.md").read_text(encoding="utf-8"), end="")
 
 
@@ -207,6 +209,11 @@ def add_lid_parsers(sub) -> None:
                    "earlier evaluation (its --out folder or ranking_eval.json) against --matrix, e.g. after more "
                    "runs or with another --seed-floor, without its models or data (no --lid, --loo-config, "
                    "--phone-config or --baselines then)")
+    e.add_argument("--probe", default=None, metavar="MATRIX_DIR", help="also rank by a linear CTC probe (probe.py): "
+                   "each source's encoder, from that matrix folder's source checkpoints, on the target's adaptation "
+                   "data there (transcribed; a model per source needed). Works with --scores-from too")
+    e.add_argument("--probe-steps", type=int, default=150,
+                   help="the probe's Adam steps (default 150)")
     e.add_argument("--k", type=int, default=3, help="NDCG cut-off")
     e.add_argument("--n-perm", type=int, default=10000, help="random rankings for the permutation p-values")
     e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the noise of the oracle")

@@ -30,6 +30,7 @@ from .lid import lid_learned
 from .predictors import (INVENTORY_METRICS, TYPOLOGY_SETS, combine, inventory_scores, lid_scores,
                          loo_lid_predictors, phonotactic_scores, train_loo_lids,
                          train_loo_phone_recognizers, typology_available, typology_scores)
+from .probe import ProbeConfig, probe_matrix
 from .rank_metrics import evaluate_ranking, noise_ties, paired_comparison, permutation_test, read_wer_matrix
 from .runspec import prepare_corpus
 from .transfer_prior import prior_scores, with_prior
@@ -198,7 +199,8 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
                   level: str = "frame", max_hours: float | None = None, source_split: str = "dev",
                   cache_dir: str | Path | None = None, device: str | None = None, jobs: int = 1,
                   lid_from_phones: bool = False, keep_unlearned: bool = False,
-                  saved: str | Path | None = None) -> dict:
+                  saved: str | Path | None = None, probe: str | Path | None = None,
+                  probe_cfg: ProbeConfig | None = None) -> dict:
     """Evaluate every predictor that the arguments allow against `oracle` (matrix_oracle or csv_oracle).
 
     Target speech: data_dir/<target>/<split>.jsonl (text optional); the sources' own speech (embeddings,
@@ -213,12 +215,15 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
     saved: an earlier evaluation's ranking_eval.json whose predictor scores are re-scored against `oracle` (a matrix
     with more runs, another noise rule) instead of running any model or baseline again: no data is read then, and
     the LID, recognizer and baseline arguments must be left out.
+    probe: a matrix folder whose single-source cells still have their sources' checkpoints: the linear CTC probe
+    (probe.py) scores each source on the target's adaptation data there (setting "probe"; with `saved` too, added
+    to the saved scores).
     """
     if saved is not None:
         if lid_ckpt is not None or loo_cfg is not None or phone_cfg is not None or baselines:
             raise ValueError("saved scores are re-scored as they are: leave out the LID, leave-one-out, phone and "
                              "baseline options (they would compute the scores again)")
-        return _rescore(oracle, out_dir, saved, k, n_perm)
+        return _rescore(oracle, out_dir, saved, k, n_perm, probe, probe_cfg)
     baselines = ("char", "ipa", "typology") if baselines is None else baselines
     data_dir, out = Path(data_dir), Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else data_dir / ".features"
@@ -295,6 +300,8 @@ def run_rank_eval(oracle: dict, out_dir: str | Path, data_dir: str | Path, split
     if len(parts) >= 2:
         scores["loo"]["combined"] = combine(parts)
     scores["baselines"] = _baselines(baselines, data_dir, targets, sources, timings, notes)
+    if probe is not None and targets:
+        scores["probe"] = _probe(probe, probe_cfg, targets, sources, timings, notes)
 
     info = {"targets": targets, "sources": sources, "split": split, "data_dir": str(data_dir),
             "lid_checkpoint": str(lid_ckpt), "lid_languages": lid_languages, "timings": timings, "notes": notes,
@@ -383,11 +390,16 @@ def saved_scores(evaluation: dict) -> dict:
                       for name, pred in preds.items()} for setting, preds in evaluation["evaluations"].items()}
 
 
-def _rescore(oracle: dict, out_dir: str | Path, saved: str | Path, k: int, n_perm: int) -> dict:
-    """Re-score an earlier evaluation's predictor scores against `oracle` (run_rank_eval's `saved`)."""
+def _rescore(oracle: dict, out_dir: str | Path, saved: str | Path, k: int, n_perm: int,
+             probe: str | Path | None = None, probe_cfg: ProbeConfig | None = None) -> dict:
+    """Re-score an earlier evaluation's predictor scores against `oracle` (run_rank_eval's `saved`), with the
+    probe's scores added when `probe` names a matrix folder."""
     path, before = _read_evaluation(saved)
     scores = saved_scores(before)
     targets, sources = _candidates(oracle)
+    timings, probe_notes = {}, []
+    if probe is not None and targets:
+        scores["probe"] = _probe(probe, probe_cfg, targets, sources, timings, probe_notes)
     missing = sorted(t for t in targets if not any(t in sc for preds in scores.values() for sc in preds.values()))
     notes = [f"predictor scores reused from {path} (no model or baseline was run again); its notes: "
              + ("; ".join(before.get("notes", [])) or "none")]
@@ -395,8 +407,19 @@ def _rescore(oracle: dict, out_dir: str | Path, saved: str | Path, k: int, n_per
         notes.append(f"the saved scores have no row for {', '.join(missing)}: those targets count as skipped")
     keep = ("split", "data_dir", "lid_checkpoint", "lid_languages", "loo_lid_unlearned", "loo_lid_test_accuracy")
     info = {"targets": targets, "sources": sources, **{key: before[key] for key in keep if key in before},
-            "timings": {}, "notes": notes, "scores_from": str(path)}
+            "timings": timings, "notes": notes + probe_notes, "scores_from": str(path)}
     return _finish(oracle, Path(out_dir), scores, info, k, n_perm)
+
+
+def _probe(matrix_dir: str | Path, cfg: ProbeConfig | None, targets: list[str], sources: list[str], timings: dict,
+           notes: list) -> dict:
+    """{"linear_ctc": target -> source -> score} of the probe on `matrix_dir`'s cells (timed, noted)."""
+    t0 = time.perf_counter()
+    scores = probe_matrix(matrix_dir, targets, sources, cfg or ProbeConfig())
+    timings["probe_s"] = round(time.perf_counter() - t0, 2)
+    notes.append(f"probe: each source's encoder from {matrix_dir} (its checkpoints), a linear CTC layer trained on "
+                 f"each target's adaptation data there, scored by its lowest dev loss (probe.py)")
+    return {"linear_ctc": scores}
 
 
 def _loo_accuracy(ckpts: dict[str, Path]) -> dict[str, float]:
@@ -515,7 +538,8 @@ def evaluation_markdown(results: dict) -> str:
              f"`in_set` (LID trained on the target too, its own column excluded), `loo` (built without the target: "
              f"the real use), `loo+prior` (each `loo` predictor blended with the sources' transfer record on the "
              f"matrix's other targets, its weight fitted on those targets: transfer_prior.py), `baselines` (no "
-             f"speech; `transfer_prior`: the transfer record alone).", "",
+             f"speech; `transfer_prior`: the transfer record alone), `probe` (a linear CTC layer on each source's "
+             f"frozen encoder, trained on the target's transcribed adaptation data: probe.py).", "",
              f"| setting | predictor | targets | top-1 | top-1, unique best | random top-1 | p | mean regret | "
              f"random regret | p | Spearman | p | NDCG@{k} | p | vs best baseline |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
