@@ -4,14 +4,15 @@ utterances are batched, and pick a matrix's single-source cells."""
 
 from __future__ import annotations
 
-import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from xlingual.asr import build_tokenizer, make_examples, stores
 from xlingual.checkpoint import load_checkpoint, load_model, save_checkpoint
-from xlingual.config import AdaptConfig, CorpusConfig, FeatureConfig, ModelConfig, TrainConfig, to_dict
+from xlingual.config import AdaptConfig, CorpusConfig, FeatureConfig, ModelConfig, TrainConfig
 from xlingual.probe import ProbeConfig, ProbeError, encode, probe_loss, probe_matrix, probe_source
 from xlingual.runs import execute
 from xlingual.runspec import RunSpec, run_data
@@ -68,35 +69,33 @@ def test_probe_loss_does_not_depend_on_the_batching(sources, learning_corpus):
     assert probe_source(spec, FAST, data) == pytest.approx(-losses[0], rel=1e-4)
 
 
-def _cell(out, name, seed, target, source, ckpt, corpus, table="matrix"):
-    spec = _spec(corpus, "adapt", language=target, source=str(ckpt))
-    (out / name).mkdir(parents=True)
-    (out / name / "cell.json").write_text(json.dumps({"name": name, "spec": to_dict(spec)}))
-    return {"name": name, "kind": "adapt", "language": target, "seed": seed,
-            "roles": [{"table": table, "source": source, "target": target}]}
+def test_probe_matrix_scores_the_planned_single_source_cells(sources, learning_corpus, tmp_path):
+    """The lowest seed of each (target, source) cell that matrix.yaml plans (its targets set to the asked ones); not
+    the target itself, not a later seed (their checkpoints are missing here: using them would fail); a missing
+    checkpoint or folder is named."""
+    from xlingual.config import MatrixConfig, load_config
+    from xlingual.matrix import plan_cells, write_plan
+    from helpers import TINY_YAML
 
-
-def test_probe_matrix_scores_each_single_source_cell_once(sources, learning_corpus, tmp_path):
-    """The lowest seed of each (target, source) cell of the matrix table; not the target itself, not a pool, not
-    another table; a missing checkpoint is named."""
-    c = lambda *a, **k: _cell(tmp_path, *a, corpus=learning_corpus, **k)  # noqa: E731
-    cells = [c("adapt/bn_to_tr/seed1", 1, "tr", "bn", "missing.pt"),  # a later seed: not used
-             c("adapt/bn_to_tr/seed0", 0, "tr", "bn", sources["trained"]),
-             c("adapt/th_to_tr/seed0", 0, "tr", "th", sources["untrained"]),
-             c("adapt/tr_to_tr/seed0", 0, "tr", "tr", "missing.pt"),  # the target itself
-             c("adapt/pool_to_tr/seed0", 0, "tr", "bn+th", "missing.pt"),  # a pool
-             c("adapt/bn_to_tr/k1", 0, "tr", "bn", "missing.pt", table="layer_sweep")]
-    (tmp_path / "cells.json").write_text(json.dumps({"cells": cells}))
-    scores = probe_matrix(tmp_path, ["tr"], ["bn", "th", "tr"], FAST, progress=False)
+    out = tmp_path / "m"
+    cfg = load_config(MatrixConfig, TINY_YAML, [
+        f"out_dir={out}", "sources=[bn,th,tr]", "targets=[bn]", "seeds=[0,1]", "size_pairs=[]", "variants={}",
+        "variant_pairs=[]", "layer_sweep=[]", "sweep_pairs=[]", "target_hours=1.0", f"corpus.dir={learning_corpus}",
+        "corpus.kind=manifests"])
+    write_plan(out, cfg, plan_cells(cfg))  # planned for target bn: the probe asks for tr
+    planned = {c.roles[0]["source"]: Path(c.spec.source) for c in plan_cells(load_config(
+        MatrixConfig, out / "matrix.yaml", ["targets=[tr]"])).values()
+        if c.kind == "adapt" and c.seed == 0 and c.roles and c.roles[0]["table"] == "matrix"}
+    for source, ckpt in (("bn", sources["trained"]), ("th", sources["untrained"])):
+        planned[source].parent.mkdir(parents=True)
+        shutil.copy(ckpt, planned[source])
+    scores = probe_matrix(out, ["tr"], ["bn", "th", "tr"], FAST, progress=False)
     assert list(scores) == ["tr"] and set(scores["tr"]) == {"bn", "th"}
     assert scores["tr"]["bn"] > scores["tr"]["th"]  # the trained encoder is ranked first
     with pytest.raises(ProbeError, match="no single-source matrix cell"):
-        probe_matrix(tmp_path, ["as"], ["bn"], FAST)
-    gone = c("adapt/bn_to_tr/seed0b", 0, "tr", "bn", tmp_path / "gone.pt")
-    (tmp_path / "cells.json").write_text(json.dumps({"cells": [gone, cells[2]]}))
-    with pytest.raises(ProbeError, match="gone.pt"):
-        probe_matrix(tmp_path, ["tr"], ["bn", "th"], FAST)
-    (tmp_path / "cells.json").unlink()
-    with pytest.raises(ProbeError, match="cells.json not found"):
+        probe_matrix(out, ["tr"], ["tr"], FAST)
+    planned["th"].unlink()
+    with pytest.raises(ProbeError, match="th-.*best.pt"):
+        probe_matrix(out, ["tr"], ["bn", "th"], FAST, progress=False)
+    with pytest.raises(ProbeError, match="matrix.yaml not found"):
         probe_matrix(tmp_path, ["tr"], ["bn"], FAST)
-

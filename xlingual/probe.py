@@ -11,7 +11,7 @@ Unlike the LID predictors this needs the few transcribed minutes that the adapta
 dev utterances, the same unit set) and a trained model of every candidate source; it trains no acoustic model, so
 it costs one forward pass of each source over those minutes and a few hundred steps of a (d x units) matrix.
 The sources never heard the target, so it is leave-one-out by construction. `probe_matrix` scores the single-source
-cells of a matrix folder whose source checkpoints are still there.
+cells that a matrix folder plans, from its source checkpoints.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import torch.nn.functional as F
 
 from .asr import build_tokenizer, make_examples, stores
 from .checkpoint import load_model
-from .fileio import read_json
-from .runspec import RunSpec, load_spec, run_data
+from .runspec import RunSpec, run_data
 from .train import FRAMES_PER_SECOND, bucket_batches, collate
 
 
@@ -105,27 +104,31 @@ def probe_source(spec: RunSpec, cfg: ProbeConfig = ProbeConfig(), data: dict | N
 
 def probe_matrix(matrix_dir: str | Path, targets: list[str], sources: list[str], cfg: ProbeConfig = ProbeConfig(),
                  progress: bool = True) -> dict[str, dict[str, float]]:
-    """{target: {source: probe score}} for the single-source matrix cells (main adaptation, lowest seed) of a matrix
-    folder, the target itself left out; each cell's spec (cell.json) gives the data, units and source checkpoint."""
+    """{target: {source: probe score}} over the single-source matrix cells (main adaptation, lowest seed) that the
+    matrix folder's configuration (matrix.yaml) plans for `targets`, the target itself left out: each cell's spec
+    gives the data, units and source checkpoint. Only the sources need to have been trained (in this folder): the
+    matrix's targets are set to `targets`, so a folder where only the sources ran serves every target.
+    """
+    from .config import MatrixConfig, load_config
+    from .matrix import plan_cells
+
     matrix_dir = Path(matrix_dir)
-    plan = matrix_dir / "cells.json"
-    if not plan.is_file():
-        raise ProbeError(f"{plan} not found: the probe reads a matrix folder (`xlingual matrix` writes cells.json)")
+    path = matrix_dir / "matrix.yaml"
+    if not path.is_file():
+        raise ProbeError(f"{path} not found: the probe reads a matrix folder (`xlingual matrix` writes matrix.yaml)")
+    mcfg = load_config(MatrixConfig, path, [f"targets=[{','.join(targets)}]", f"out_dir={matrix_dir}"])
     cells = {}
-    for c in read_json(plan)["cells"]:
-        for role in c.get("roles", []):
+    for c in plan_cells(mcfg).values():
+        for role in c.roles:
             t, s = role.get("target"), role.get("source")
-            if role.get("table") == "matrix" and t in targets and s in sources and s != t:
-                if (t, s) not in cells or c["seed"] < cells[(t, s)]["seed"]:
+            if role.get("table") == "matrix" and c.kind == "adapt" and t in targets and s in sources and s != t:
+                if (t, s) not in cells or c.seed < cells[(t, s)].seed:
                     cells[(t, s)] = c
     if not cells:
         raise ProbeError(f"{matrix_dir}: no single-source matrix cell for targets {targets} and sources {sources}")
     scores: dict[str, dict[str, float]] = {}
     for (t, s), c in sorted(cells.items()):
-        spec_file = matrix_dir / c["name"] / "cell.json"
-        if not spec_file.is_file():
-            raise ProbeError(f"{spec_file} not found: that cell never started; run the matrix first")
-        scores.setdefault(t, {})[s] = round(probe_source(load_spec(spec_file), cfg), 4)
+        scores.setdefault(t, {})[s] = round(probe_source(c.spec, cfg), 4)
         if progress:
             print(f"probe: {t} <- {s}: {scores[t][s]:.2f}", flush=True)
     return scores
