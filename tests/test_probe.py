@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from xlingual.asr import build_tokenizer, make_examples, stores
 from xlingual.checkpoint import load_checkpoint, load_model, save_checkpoint
 from xlingual.config import AdaptConfig, CorpusConfig, FeatureConfig, ModelConfig, TrainConfig
-from xlingual.probe import ProbeConfig, ProbeError, encode, probe_loss, probe_matrix, probe_source
+from xlingual.probe import ProbeConfig, ProbeError, encode, probe_loss, probe_matrix, probe_source, target_set
 from xlingual.runs import execute
-from xlingual.runspec import RunSpec, run_data
+from xlingual.runspec import RunSpec
 
 MODEL = ModelConfig(preset="tiny", d_model=64, n_heads=2, ffn_dim=128, n_layers=2, subsample_channels=16)
 FAST = ProbeConfig(steps=60)
@@ -56,17 +55,13 @@ def test_probe_tells_a_trained_encoder_from_an_untrained_one(sources, learning_c
 
 def test_probe_loss_does_not_depend_on_the_batching(sources, learning_corpus):
     spec = _spec(learning_corpus, "adapt", source=str(sources["trained"]))
-    data = run_data(spec)
     model, _, _ = load_model(sources["trained"])
-    tok = build_tokenizer(data["tr"]["train"], spec.units)
-    store, dev_store = stores(spec, data["tr"]["train"], data["tr"]["dev"], spec.features)
-    train, _ = make_examples(data["tr"]["train"], store, tok)
-    dev, _ = make_examples(data["tr"]["dev"], dev_store, tok, strict=False)
-    losses = [probe_loss(encode(model, store, train, seconds), encode(model, dev_store, dev, seconds),
-                         tok.vocab_size, FAST) for seconds in (600, 8)]
-    assert len(encode(model, store, train, 8)) > 1  # several batches on the second pass
+    t = target_set(spec)
+    losses = [probe_loss(encode(model, t.store, t.train, seconds), encode(model, t.dev_store, t.dev, seconds),
+                         t.vocab_size, FAST) for seconds in (600, 8)]
+    assert len(encode(model, t.store, t.train, 8)) > 1  # several batches on the second pass
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
-    assert probe_source(spec, FAST, data) == pytest.approx(-losses[0], rel=1e-4)
+    assert probe_source(spec, FAST, t) == pytest.approx(-losses[0], rel=1e-4)
 
 
 def test_probe_matrix_scores_the_planned_single_source_cells(sources, learning_corpus, tmp_path):

@@ -126,7 +126,7 @@ def _rank_eval(args) -> None:
                   baselines=baselines, k=args.k, n_perm=args.n_perm, level=args.level, max_hours=args.max_hours,
                   cache_dir=args.cache_dir, device=args.device, jobs=args.jobs, lid_from_phones=args.lid_from_phones,
                   keep_unlearned=args.keep_unlearned, saved=args.scores_from, probe=args.probe,
-                  probe_cfg=ProbeConfig(steps=args.probe_steps))
+                  probe_cfg=ProbeConfig(steps=args.probe_steps) if args.probe_steps else ProbeConfig())
     print((Path(args.out) / "ranking_eval.md").read_text(encoding="utf-8"), end="")
 
 
@@ -212,8 +212,8 @@ def add_lid_parsers(sub) -> None:
     e.add_argument("--probe", default=None, metavar="MATRIX_DIR", help="also rank by a linear CTC probe (probe.py): "
                    "each source's encoder, from that matrix folder's source checkpoints, on the target's adaptation "
                    "data there (transcribed; a model per source needed). Works with --scores-from too")
-    e.add_argument("--probe-steps", type=int, default=150,
-                   help="the probe's Adam steps (default 150)")
+    e.add_argument("--probe-steps", type=int, default=None,
+                   help="the probe's Adam steps (default: probe.ProbeConfig's, 150)")
     e.add_argument("--k", type=int, default=3, help="NDCG cut-off")
     e.add_argument("--n-perm", type=int, default=10000, help="random rankings for the permutation p-values")
     e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the noise of the oracle")

@@ -80,26 +80,43 @@ def probe_loss(train: list[dict], dev: list[dict], vocab_size: int, cfg: ProbeCo
     return best
 
 
-def probe_source(spec: RunSpec, cfg: ProbeConfig = ProbeConfig(), data: dict | None = None) -> float:
-    """Score (minus the probe's dev loss) of spec.source for the target of an adaptation spec, on that spec's own
-    train and dev utterances, features and units (a unit set of the target's training text)."""
-    source = Path(spec.source)
-    if not source.is_file():
-        raise ProbeError(f"source checkpoint not found: {source}; the probe needs every candidate source's best.pt "
-                         f"(re-run the matrix's sources: `xlingual matrix` retrains a finished source whose "
-                         f"checkpoint is gone only where an adaptation still needs it, so give it a fresh out_dir)")
+@dataclass(frozen=True)
+class TargetSet:
+    """What every source is probed on for one target: its examples, feature stores and unit count."""
+    store: object  # features.FeatureStore of the train utterances
+    dev_store: object  # and of the dev utterances
+    train: list  # train.Example of the train utterances
+    dev: list  # and of the dev utterances (units the set lacks dropped)
+    vocab_size: int  # the target's units incl. blank
+
+
+def target_set(spec: RunSpec, data: dict | None = None) -> TargetSet:
+    """The train and dev utterances of an adaptation spec, with its features and a unit set of the target's
+    training text (what the adaptation would use); the same for every source of that target."""
     data = data if data is not None else run_data(spec)
     train = [u for lang in spec.languages for u in data[lang]["train"]]
     dev = [u for lang in spec.languages for u in data[lang]["dev"]]
-    model, _, _ = load_model(source, task="asr")
     tokenizer = build_tokenizer(train, spec.units)
     store, dev_store = stores(spec, train, dev, spec.features)
     train_ex, _ = make_examples(train, store, tokenizer)
     dev_ex, _ = make_examples(dev, dev_store, tokenizer, strict=False)
     if not train_ex or not dev_ex:
         raise ProbeError(f"{spec.language}: no train or dev utterance long enough for its transcript")
-    return -probe_loss(encode(model, store, train_ex, cfg.batch_seconds),
-                       encode(model, dev_store, dev_ex, cfg.batch_seconds), tokenizer.vocab_size, cfg)
+    return TargetSet(store, dev_store, train_ex, dev_ex, tokenizer.vocab_size)
+
+
+def probe_source(spec: RunSpec, cfg: ProbeConfig = ProbeConfig(), target: TargetSet | None = None) -> float:
+    """Score (minus the probe's dev loss) of spec.source for the target of an adaptation spec, on `target`
+    (default: target_set(spec))."""
+    source = Path(spec.source)
+    if not source.is_file():
+        raise ProbeError(f"source checkpoint not found: {source}; the probe needs every candidate source's best.pt "
+                         f"(re-run the matrix's sources: `xlingual matrix` retrains a finished source whose "
+                         f"checkpoint is gone only where an adaptation still needs it, so give it a fresh out_dir)")
+    target = target if target is not None else target_set(spec)
+    model, _, _ = load_model(source, task="asr")
+    return -probe_loss(encode(model, target.store, target.train, cfg.batch_seconds),
+                       encode(model, target.dev_store, target.dev, cfg.batch_seconds), target.vocab_size, cfg)
 
 
 def probe_matrix(matrix_dir: str | Path, targets: list[str], sources: list[str], cfg: ProbeConfig = ProbeConfig(),
@@ -127,8 +144,11 @@ def probe_matrix(matrix_dir: str | Path, targets: list[str], sources: list[str],
     if not cells:
         raise ProbeError(f"{matrix_dir}: no single-source matrix cell for targets {targets} and sources {sources}")
     scores: dict[str, dict[str, float]] = {}
+    sets: dict[str, TargetSet] = {}  # a target's data, units and features: read once for all its sources
     for (t, s), c in sorted(cells.items()):
-        scores.setdefault(t, {})[s] = round(probe_source(c.spec, cfg), 4)
+        if t not in sets:
+            sets[t] = target_set(c.spec)
+        scores.setdefault(t, {})[s] = round(probe_source(c.spec, cfg, sets[t]), 4)
         if progress:
             print(f"probe: {t} <- {s}: {scores[t][s]:.2f}", flush=True)
     return scores

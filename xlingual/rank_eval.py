@@ -7,7 +7,8 @@ noise_ties) or from a CSV (no noise information: only equal values tie).
 Settings: "in_set" (an LID trained on the target too; its own column excluded: the reference's setting),
 "loo" (every predictor built without the target: the real use, a new language), "loo+prior" (each loo predictor
 blended with the sources' transfer record on the matrix's other targets: transfer_prior.py), "baselines" (predictors
-that never train on speech, the transfer record alone among them). Each predictor gets top-1, regret, pooled
+that never train on speech, the transfer record alone among them), "probe" (a linear CTC layer on each source's
+frozen encoder, fitted to the target's transcribed adaptation data: probe.py). Each predictor gets top-1, regret, pooled
 Spearman, NDCG@k, permutation p-values against random ranking, the random expectations, and a paired comparison
 with the best baseline. Outputs in out_dir: ranking_eval.{json,md}, ranking_<setting>_<predictor>.csv,
 oracle.json, lid_scores.* (in-set), loo_scores.json.
