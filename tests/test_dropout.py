@@ -1,5 +1,6 @@
 """dropout.py: cheap CPU dropout masks with torch's dropout semantics (rate, scaling, seeding, gradient)."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -47,6 +48,22 @@ def test_gradient_is_the_mask():
     y = dropout(x, 0.25, True)
     y.sum().backward()
     assert torch.allclose(x.grad, y.detach() / 2.0)  # d(x * m)/dx = m
+
+
+@pytest.mark.parametrize("shape, p, dtype", [((400, 256), 0.1, torch.float32), ((3, 5, 7), 0.3, torch.float32),
+                                           ((1,), 0.1, torch.float32), ((2, 4, 9, 9), 0.1, torch.float64),
+                                           ((0, 4), 0.1, torch.float32)])
+def test_keep_mask_is_numpys_16_bit_integers(shape, p, dtype):
+    # the mask keeps the numbers of its first version (Generator.integers): runs before and after the faster
+    # drawing train identically
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**62, ()))
+    bits = np.random.Generator(np.random.PCG64(seed)).integers(0, 1 << 16, size=shape, dtype=np.uint16)
+    threshold = round(p * 65536)
+    want = torch.from_numpy(bits >= threshold).to(dtype).mul_(65536 / (65536 - threshold))
+    torch.manual_seed(11)
+    got = keep_mask(shape, p, dtype)
+    assert got.dtype == dtype and torch.equal(got, want)
 
 
 def test_keep_mask_shape_and_dtype():

@@ -3,7 +3,7 @@ import torch
 
 from xlingual.config import ModelConfig
 from xlingual import model as model_module
-from xlingual.model import (PRESETS, AcousticModel, attention, dims_from_config, dims_from_dict, dims_to_dict,
+from xlingual.model import (PRESETS, AcousticModel, _conv_module, attention, dims_from_config, dims_from_dict, dims_to_dict,
                             padding_mask, subsampled_lengths)
 
 
@@ -126,3 +126,27 @@ def test_own_attention_only_when_training_with_dropout(monkeypatch, mode, dropou
     getattr(m, mode)()
     m(torch.randn(2, 40, 80), torch.tensor([40, 25]))
     assert len(seen) == calls  # one per layer when it runs; eval is torch's module, as checkpoints were made
+
+
+@pytest.mark.parametrize("lengths", [[40, 40], [40, 17]])
+def test_conv_module_computes_what_torchaudios_layers_do(lengths):
+    """model._conv_module (every step in the (B, T, D) layout) is m.sequential run on (B, D, T) as torchaudio runs
+    it, with padded frames zeroed before the depthwise convolution: the same outputs and, to float rounding, the
+    same gradients."""
+    torch.manual_seed(0)
+    layer = AcousticModel(dims_from_config(ModelConfig(preset="tiny", dropout=0.0), 80, 20)).layers[0]
+    m, pad = layer.conv_module, padding_mask(torch.tensor(lengths), 40)
+    x = torch.randn(2, 40, 96, requires_grad=True)
+
+    def reference(x):
+        seq = m.sequential
+        y = seq[1](seq[0](m.layer_norm(x).transpose(1, 2))).masked_fill(pad[:, None, :], 0.0)  # (B, D, T)
+        return seq[6](seq[5](seq[4](seq[3](seq[2](y))))).transpose(1, 2)
+
+    got, want = _conv_module(m, x, pad), reference(x)
+    assert got.shape == want.shape == (2, 40, 96)
+    assert torch.allclose(got, want, atol=1e-6)
+    grads = [torch.autograd.grad(f(x).square().sum(), [x, *m.parameters()])
+             for f in (lambda x: _conv_module(m, x, pad), reference)]
+    for g, w in zip(*grads):
+        assert torch.allclose(g, w, rtol=1e-4, atol=1e-4 * float(w.abs().max()))
