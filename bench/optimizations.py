@@ -25,6 +25,11 @@ toolkit runs now. Every pair is interleaved round-robin and reported as the medi
                    cheap numpy-drawn masks in every dropout and in the attention weights (after, dropout.py and
                    model.attention); the masks differ, so the weights do too: the loss after the same steps shows
                    the training is alike, not identical
+  lean_step        the same training step with each of four later changes undone in turn, and all of them (before),
+                   vs the shipped step (after): dropout masks from PCG64's raw words in one numpy pass (the same
+                   masks), the conformer convolution module kept in (B, T, D) (model._conv_module), the attention's
+                   scaling and key mask inside one baddbmm (model.attention), the half-step residuals as one add;
+                   the first-step loss and the weights after the same steps show the numerics
 
 Pruned beam search (decode.py's beam_size_token) is measured by bench/decode_speed.py; the sharded feature cache
 by bench/feature_memory.py.
@@ -54,7 +59,7 @@ from bench import common  # noqa: E402
 
 NAME = "optimizations"
 PARTS = ("omp_wait", "feature_threads", "channels_last", "dev_eval", "wav_write", "fused_adamw", "fast_dropout",
-         "serving_worker")
+         "lean_step", "serving_worker")
 SPIN = "while True:\n    pass\n"  # a process that keeps one core busy
 
 
@@ -376,6 +381,124 @@ def fast_dropout(args) -> dict:
     return res
 
 
+# The code paths the lean-step changes replaced (xlingual at b177a91), rebuilt here so that each can be timed
+# against what ships, one at a time and all together.
+
+def _keep_mask_before(shape, p, dtype):
+    """dropout.keep_mask before: Generator.integers draws, then torch's bool -> float conversion and scaling."""
+    import numpy as np
+
+    threshold = round(p * 65536)
+    seed = int(torch.randint(0, 2**62, ()))
+    bits = np.random.Generator(np.random.PCG64(seed)).integers(0, 65536, size=shape, dtype=np.uint16)
+    return torch.from_numpy(bits >= threshold).to(dtype).mul_(65536 / (65536 - threshold))
+
+
+def _conv_module_before(m, x, pad):
+    """model._conv_module before: m.sequential on (B, D, T), copied between layouts around it."""
+    seq = m.sequential
+    y = seq[1](seq[0](m.layer_norm(x).transpose(1, 2)))
+    y = y.masked_fill(pad[:, None, :], 0.0)
+    return seq[6](seq[5](seq[4](seq[3](seq[2](y))))).transpose(1, 2)
+
+
+def _attention_before(mha, x, pad, p):
+    """model.attention before: scaled queries, a product, then the key mask and softmax, each a pass of its own."""
+    import torch.nn.functional as F
+
+    from xlingual.dropout import dropout
+
+    t, b, d = x.shape
+    h = mha.num_heads
+    q, k, v = (z.reshape(t, b * h, d // h).transpose(0, 1)
+               for z in F.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1))
+    scores = torch.bmm(q * (d // h) ** -0.5, k.transpose(1, 2)).view(b, h, t, t)
+    weights = scores.masked_fill(pad[:, None, None, :], float("-inf")).softmax(-1)
+    weights = dropout(weights, p, True).view(b * h, t, t)
+    return mha.out_proj(torch.bmm(weights, v).transpose(0, 1).reshape(t, b, d))
+
+
+def _conformer_layer_before(layer, x, pad):
+    """model._conformer_layer before: the half-step residuals as a multiply and an add."""
+    from xlingual import model as M
+
+    x = x + 0.5 * layer.ffn1(x)
+    if layer.convolution_first:
+        x = x + M._conv_module(layer.conv_module, x.transpose(0, 1), pad).transpose(0, 1)
+    x = x + layer.self_attn_dropout(M._self_attention(layer, layer.self_attn_layer_norm(x), pad))
+    if not layer.convolution_first:
+        x = x + M._conv_module(layer.conv_module, x.transpose(0, 1), pad).transpose(0, 1)
+    x = x + 0.5 * layer.ffn2(x)
+    return layer.final_layer_norm(x)
+
+
+LEAN_CHANGES = {  # change -> (module, attribute, the code before)
+    "dropout masks: Generator.integers + torch bool->float -> raw PCG64 words + one numpy pass":
+        ("xlingual.dropout", "keep_mask", _keep_mask_before),
+    "conv module: (B, D, T) with layout copies -> (B, T, D), channels-last depthwise conv":
+        ("xlingual.model", "_conv_module", _conv_module_before),
+    "attention scores: scale, product, mask, 3 passes -> one baddbmm":
+        ("xlingual.model", "attention", _attention_before),
+    "half-step residuals: multiply + add -> one add": ("xlingual.model", "_conformer_layer", _conformer_layer_before),
+}
+
+
+def lean_step(args) -> dict:
+    """The benchmark model's training step with each lean-step change undone in turn (before) vs all of them (after),
+    and with all undone; the loss of the first step and the weights after the same steps show the numerics."""
+    import contextlib
+    import importlib
+
+    from bench.flops import make_batch, train_step
+
+    @contextlib.contextmanager
+    def undone(names):
+        saved = []
+        for n in names:
+            mod, attr, before = LEAN_CHANGES[n]
+            mod = importlib.import_module(mod)
+            saved.append((mod, attr, getattr(mod, attr)))
+            setattr(mod, attr, before)
+        try:
+            yield
+        finally:
+            for mod, attr, orig in saved:
+                setattr(mod, attr, orig)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the matrix's parallel runs
+    batch = make_batch(args.small_batch_seconds)
+    variants = {"after": [], **{n: [n] for n in LEAN_CHANGES}, "all four": list(LEAN_CHANGES)}
+    pairs = small_model_pair()
+    models = {k: __import__("copy").deepcopy(pairs["after"]) for k in variants}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for k, m in models.items()}
+    first: dict[str, float] = {}
+
+    def timed(k):
+        with undone(variants[k]):
+            torch.manual_seed(1)  # the same dropout masks for every variant
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                loss = train_step(models[k], opts[k], batch, False)
+                first.setdefault(k, loss)
+            return (time.perf_counter() - t0) / args.steps
+
+    t = common.interleaved({k: (lambda k=k: timed(k)) for k in variants}, repeats=args.lean_repeats)
+    torch.set_num_threads(threads)
+    after = models["after"].parameters
+    rows = []
+    for k in variants:
+        if k == "after":
+            continue
+        diff = max(float((a - b).detach().abs().max()) for a, b in zip(models[k].parameters(), after()))
+        rows.append({"change": k, "before_audio_per_s": common.stats([args.small_batch_seconds / s for s in t[k]]),
+                     "after_audio_per_s": common.stats([args.small_batch_seconds / s for s in t["after"]]),
+                     "speedup": common.stats(common.ratios(t[k], t["after"])),
+                     "first_loss_diff": abs(first[k] - first["after"]), "max_weight_diff": diff})
+        print(f"lean_step {k[:40]}: x{rows[-1]['speedup']['median']:.2f}")
+    return {"rows": rows, "steps": args.steps * args.lean_repeats, "batch_seconds": args.small_batch_seconds}
+
+
 def serving_worker(args, work: Path) -> dict:
     from xlingual.config import MatrixConfig, from_dict
     from xlingual.matrix import _prepare_cell, plan_cells, run_matrix
@@ -465,6 +588,12 @@ def markdown(res: dict, args) -> str:
                               lambda f: f"training step, 64-d conformer, {f['batch_seconds']:.0f} s batches, 1 "
                                         f"thread (loss after {f['steps']} steps {f['last_loss']['before']:.1f} "
                                         f"before, {f['last_loss']['after']:.1f} after)")}
+    for r in res.get("lean_step", {}).get("rows", []):
+        row(r["change"] if r["change"] != "all four" else "the four lean-step changes together",
+            f"training step, 64-d conformer, {res['lean_step']['batch_seconds']:.0f} s batches, 1 thread (first loss "
+            f"differs by {r['first_loss_diff']:.1e}, weights by {r['max_weight_diff']:.1e} after "
+            f"{res['lean_step']['steps']} steps)", r["before_audio_per_s"]["median"], r["after_audio_per_s"]["median"],
+            "audio-s/s", r["speedup"])
     for part, (change, key, unit, on) in pairs.items():
         if part in res:
             r = res[part]
@@ -481,6 +610,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="training steps per timing (default 4; --quick 1)")
     p.add_argument("--batch-seconds", type=float, default=60.0, help="audio per training batch (as the recipes)")
     p.add_argument("--worker-runs", type=int, default=None, help="runs per round of serving_worker (default 4; "
+                   "--quick 2)")
+    p.add_argument("--lean-repeats", type=int, default=None, help="interleaved rounds of lean_step (default 15; "
                    "--quick 2)")
     p.add_argument("--small-batch-seconds", type=float, default=16.0, help="audio per batch of fused_adamw (as the "
                    "small-budget runs of the demo and the benchmark)")
@@ -505,6 +636,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.files = args.files or (10 if q else 200)
     args.dev_hours = args.dev_hours or (0.01 if q else 0.2)
     args.worker_runs = args.worker_runs or (2 if q else 4)
+    args.lean_repeats = args.lean_repeats or (2 if q else 15)
     if q:
         args.batch_seconds = min(args.batch_seconds, 8.0)
     return args
@@ -529,7 +661,7 @@ def main(argv=None) -> dict:
     parts = {"omp_wait": lambda: omp_wait(args), "feature_threads": lambda: feature_threads(args, wavs),
              "channels_last": lambda: channels_last(args), "dev_eval": lambda: dev_eval(args, dev, work),
              "wav_write": lambda: wav_write(args, wavs[0], work), "fused_adamw": lambda: fused_adamw(args),
-             "fast_dropout": lambda: fast_dropout(args),
+             "fast_dropout": lambda: fast_dropout(args), "lean_step": lambda: lean_step(args),
              "serving_worker": lambda: serving_worker(args, work)}
     try:
         res = {name: fn() for name, fn in parts.items() if name not in args.skip}

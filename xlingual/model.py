@@ -119,8 +119,8 @@ def _conv_module(m: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tens
     (B, T, D) layout: the pointwise convolutions are linear layers over the channels, the norm acts on the last
     dimension, and the depthwise convolution runs as a channels-last 2-d convolution over a (B, D, 1, T) view.
     The (B, D, T) path copied the tensor between layouts five times per layer; this one trains the convolution
-    module 1.45x faster on the CPU (bench/optimizations.py, conv_layout). Outputs are equal; gradients differ by
-    float rounding (another summation order).
+    module 1.45x faster on the CPU (bench/optimizations.py, lean_step). Outputs and dropout masks are the same;
+    gradients differ by float rounding (another summation order).
     """
     seq = m.sequential
     pw1, _, dw, norm, act, pw2, drop = seq  # _: the GLU, over the channels (dim -1 here)
@@ -129,7 +129,8 @@ def _conv_module(m: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tens
     y = F.conv2d(y.transpose(1, 2).unsqueeze(2), dw.weight.unsqueeze(2), dw.bias, padding=(0, dw.padding[0]),
                  groups=dw.groups)  # (B, D, 1, T): a channels-last view of (B, T, D) in and out
     y = act(norm.norm(y.squeeze(2).transpose(1, 2)))  # _FrameNorm's LayerNorm over the channels of each frame
-    return drop(F.linear(y, pw2.weight.squeeze(-1), pw2.bias))
+    # the dropout mask drawn for a (B, D, T) tensor, as in torchaudio's module: the same masks as that path
+    return drop(F.linear(y, pw2.weight.squeeze(-1), pw2.bias).transpose(1, 2)).transpose(1, 2)
 
 
 def _self_attention(layer: nn.Module, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
