@@ -25,11 +25,12 @@ toolkit runs now. Every pair is interleaved round-robin and reported as the medi
                    cheap numpy-drawn masks in every dropout and in the attention weights (after, dropout.py and
                    model.attention); the masks differ, so the weights do too: the loss after the same steps shows
                    the training is alike, not identical
-  lean_step        the same training step with each of four later changes undone in turn, and all of them (before),
+  lean_step        the same training step with each of five later changes undone in turn, and all of them (before),
                    vs the shipped step (after): dropout masks from PCG64's raw words in one numpy pass (the same
                    masks), the conformer convolution module kept in (B, T, D) (model._conv_module), the attention's
-                   scaling and key mask inside one baddbmm (model.attention), the half-step residuals as one add;
-                   the first-step loss and the weights after the same steps show the numerics
+                   scaling and key mask inside one baddbmm (model.attention), the half-step residuals as one add,
+                   the frontend's projection reading its channels-last input as it lies (model._Subsampling); the
+                   first-step loss and the weights after the same steps show the numerics
 
 Pruned beam search (decode.py's beam_size_token) is measured by bench/decode_speed.py; the sharded feature cache
 by bench/feature_memory.py.
@@ -432,7 +433,19 @@ def _conformer_layer_before(layer, x, pad):
     return layer.final_layer_norm(x)
 
 
-LEAN_CHANGES = {  # change -> (module, attribute, the code before)
+def _subsampling_forward_before(self, x, lengths):
+    """model._Subsampling.forward before: proj's input copied into (C, F'') order."""
+    from xlingual.model import padding_mask
+
+    x = torch.relu(self.conv1(x.unsqueeze(1)))
+    half = (lengths + 1) // 2
+    x = x * (~padding_mask(half, x.shape[2]))[:, None, :, None]
+    x = torch.relu(self.conv2(x))
+    b, c, t, f = x.shape
+    return self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
+
+
+LEAN_CHANGES = {  # change -> (module, attribute (Class.name for a method), the code before)
     "dropout masks: Generator.integers + torch bool->float -> raw PCG64 words + one numpy pass":
         ("xlingual.dropout", "keep_mask", _keep_mask_before),
     "conv module: (B, D, T) with layout copies -> (B, T, D), channels-last depthwise conv":
@@ -440,11 +453,13 @@ LEAN_CHANGES = {  # change -> (module, attribute, the code before)
     "attention scores: scale, product, mask, 3 passes -> one baddbmm":
         ("xlingual.model", "attention", _attention_before),
     "half-step residuals: multiply + add -> one add": ("xlingual.model", "_conformer_layer", _conformer_layer_before),
+    "frontend projection: input copied to (C, F) order -> a view in (F, C) order, weight columns reordered":
+        ("xlingual.model", "_Subsampling.forward", _subsampling_forward_before),
 }
 
 
 def lean_step(args) -> dict:
-    """The benchmark model's training step with each lean-step change undone in turn (before) vs all of them (after),
+    """The benchmark model's training step with each lean-step change undone in turn (before) vs none (after),
     and with all undone; the loss of the first step and the weights after the same steps show the numerics."""
     import contextlib
     import importlib
@@ -456,9 +471,12 @@ def lean_step(args) -> dict:
         saved = []
         for n in names:
             mod, attr, before = LEAN_CHANGES[n]
-            mod = importlib.import_module(mod)
-            saved.append((mod, attr, getattr(mod, attr)))
-            setattr(mod, attr, before)
+            owner = importlib.import_module(mod)
+            *path, attr = attr.split(".")
+            for name in path:  # a class of the module, for a method
+                owner = getattr(owner, name)
+            saved.append((owner, attr, getattr(owner, attr)))
+            setattr(owner, attr, before)
         try:
             yield
         finally:
@@ -468,7 +486,7 @@ def lean_step(args) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each of the matrix's parallel runs
     batch = make_batch(args.small_batch_seconds)
-    variants = {"after": [], **{n: [n] for n in LEAN_CHANGES}, "all four": list(LEAN_CHANGES)}
+    variants = {"after": [], **{n: [n] for n in LEAN_CHANGES}, "all": list(LEAN_CHANGES)}
     pairs = small_model_pair()
     models = {k: __import__("copy").deepcopy(pairs["after"]) for k in variants}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for k, m in models.items()}
@@ -589,7 +607,7 @@ def markdown(res: dict, args) -> str:
                                         f"thread (loss after {f['steps']} steps {f['last_loss']['before']:.1f} "
                                         f"before, {f['last_loss']['after']:.1f} after)")}
     for r in res.get("lean_step", {}).get("rows", []):
-        row(r["change"] if r["change"] != "all four" else "the four lean-step changes together",
+        row(r["change"] if r["change"] != "all" else f"the {len(LEAN_CHANGES)} lean-step changes together",
             f"training step, 64-d conformer, {res['lean_step']['batch_seconds']:.0f} s batches, 1 thread (first loss "
             f"differs by {r['first_loss_diff']:.1e}, weights by {r['max_weight_diff']:.1e} after "
             f"{res['lean_step']['steps']} steps)", r["before_audio_per_s"]["median"], r["after_audio_per_s"]["median"],
