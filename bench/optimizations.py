@@ -462,6 +462,7 @@ def lean_step(args) -> dict:
     """The benchmark model's training step with each lean-step change undone in turn (before) vs none (after),
     and with all undone; the loss of the first step and the weights after the same steps show the numerics."""
     import contextlib
+    import copy
     import importlib
 
     from bench.flops import make_batch, train_step
@@ -487,8 +488,8 @@ def lean_step(args) -> dict:
     torch.set_num_threads(1)  # as each of the matrix's parallel runs
     batch = make_batch(args.small_batch_seconds)
     variants = {"after": [], **{n: [n] for n in LEAN_CHANGES}, "all": list(LEAN_CHANGES)}
-    pairs = small_model_pair()
-    models = {k: __import__("copy").deepcopy(pairs["after"]) for k in variants}
+    base = small_model_pair()["after"]
+    models = {k: copy.deepcopy(base) for k in variants}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for k, m in models.items()}
     first: dict[str, float] = {}
 

@@ -3,8 +3,8 @@ import torch
 
 from xlingual.config import ModelConfig
 from xlingual import model as model_module
-from xlingual.model import (PRESETS, AcousticModel, _conv_module, attention, dims_from_config, dims_from_dict, dims_to_dict,
-                            padding_mask, subsampled_lengths)
+from xlingual.model import (PRESETS, AcousticModel, _conv_module, attention, dims_from_config, dims_from_dict,
+                            dims_to_dict, padding_mask, subsampled_lengths)
 
 
 @pytest.mark.parametrize("t, expected", [(1, 1), (4, 1), (5, 2), (8, 2), (9, 3), (400, 100), (401, 101)])
